@@ -1,0 +1,37 @@
+"""ampbridge: run the Amp coding agent through your own model access.
+
+Model calls for models you serve are answered locally; everything else goes to the Amp upstream.
+The parts are pure-ASGI middlewares that can be stacked around any ASGI app.
+"""
+
+from .application import app
+from .client_keys import ClientKeyAuth
+from .fallback import AmpFallback
+from .gzip_unwrap import GzipUnwrap
+from .localhost import LocalhostOnly, is_loopback_peer
+from .mapping import RouteDecision
+from .models import LocalModels, WireFormat
+from .provider_alias import ProviderAlias, ProviderCall
+from .settings import ConfigError, ModelMapping, ProviderConfig, Settings, load_settings
+from .upstream import AmpUpstream
+
+__all__ = [
+    "AmpFallback",
+    "AmpUpstream",
+    "ClientKeyAuth",
+    "ConfigError",
+    "GzipUnwrap",
+    "LocalModels",
+    "LocalhostOnly",
+    "ModelMapping",
+    "ProviderAlias",
+    "ProviderCall",
+    "ProviderConfig",
+    "RouteDecision",
+    "Settings",
+    "WireFormat",
+    "app",
+    "is_loopback_peer",
+    "load_settings",
+]
+__version__ = "0.1.0"

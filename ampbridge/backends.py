@@ -1,0 +1,314 @@
+"""Local backends of the standalone app (SPEC §5): servers that speak a wire format.
+
+``LocalBackends`` is an ASGI app serving the standard paths (``/v1/messages``,
+``/v1/chat/completions``, ``/v1beta/models/{model}:{action}``, the model lists...). Each model
+call goes to the first backend of the path's wire format that serves the model, at the same path
+under its ``base-url``, with the client's credentials replaced by the backend's own. Backends
+configured without ``models`` are asked for their model list, which is cached and refreshed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+
+import anyio
+import httpx
+from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
+
+from .errors import error_response
+from .fallback import MODEL_SCOPE, parse_json_object, replay
+from .headers import RawHeaders, scrub_request_headers
+from .http_client import SharedClient
+from .models import ModelPatterns, WireFormat, split_thinking_suffix
+from .provider_alias import PROVIDER_CALL_SCOPE, route_path
+from .proxy import (
+    BodyTooLarge,
+    ClientDisconnected,
+    Exchange,
+    body_too_large,
+    declared_length,
+    read_body,
+)
+from .settings import ProviderConfig
+
+logger = logging.getLogger("ampbridge.backends")
+
+REFRESH_SECONDS = 300.0
+RETRY_SECONDS = 30.0
+DISCOVERY_TIMEOUT = 10.0
+
+_MODEL_PATHS: dict[str, WireFormat] = {
+    "/v1/chat/completions": WireFormat.OPENAI,
+    "/v1/completions": WireFormat.OPENAI,
+    "/v1/responses": WireFormat.OPENAI,
+    "/v1/messages": WireFormat.ANTHROPIC,
+    "/v1/messages/count_tokens": WireFormat.ANTHROPIC,
+}
+_GEMINI_PATH = re.compile(r"/v1beta/models/(?P<model>[^/:]+):(?P<action>[A-Za-z]+)")
+_CREDENTIAL_QUERY = re.compile(rb"(^|&)(key|auth_token)=[^&]*")
+
+
+class Backend:
+    """One configured backend: where it is, how it authenticates, which models it serves."""
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.wire_format = WireFormat(config.type)
+        base = httpx.URL(config.base_url)
+        base_path = base.raw_path.rstrip(b"/")
+        # An OpenAI base URL may already end in /v1 (as SDKs expect): never double it.
+        self.strip_v1 = self.wire_format is WireFormat.OPENAI and base_path.endswith(b"/v1")
+        self.base = base
+        self.base_path = base_path
+        self.configured = ModelPatterns(config.models) if config.models is not None else None
+        self.listed: list[str] = [m for m in (config.models or []) if not any(c in m for c in "*?[")]
+        self.discovered: ModelPatterns | None = None
+        self.auth = self._auth_headers(config)
+
+    def __repr__(self) -> str:
+        return (
+            f"Backend(name={self.name!r}, type={self.wire_format.value!r}, base_url={self.config.base_url!r})"
+        )
+
+    @staticmethod
+    def _auth_headers(config: ProviderConfig) -> RawHeaders:
+        headers: RawHeaders = []
+        key = config.api_key.get_secret_value()
+        if key:
+            if config.type == "anthropic":
+                headers.append((b"x-api-key", key.encode("latin-1")))
+            elif config.type == "openai":
+                headers.append((b"authorization", b"Bearer " + key.encode("latin-1")))
+            else:
+                headers.append((b"x-goog-api-key", key.encode("latin-1")))
+        for name, value in config.headers.items():
+            headers.append((name.lower().encode("latin-1"), value.get_secret_value().encode("latin-1")))
+        return headers
+
+    @property
+    def needs_discovery(self) -> bool:
+        return self.configured is None
+
+    def serves(self, model: str) -> bool:
+        patterns = self.configured or self.discovered
+        return patterns is not None and patterns.matches(model)
+
+    def model_names(self) -> list[str]:
+        return self.listed
+
+    def url(self, path: str, query: bytes) -> httpx.URL:
+        tail = path.encode("utf-8")
+        if self.strip_v1 and tail.startswith(b"/v1/"):
+            tail = tail[3:]
+        query = _CREDENTIAL_QUERY.sub(b"", query).lstrip(b"&")
+        return self.base.copy_with(raw_path=self.base_path + tail + (b"?" + query if query else b""))
+
+    async def discover(self, client: httpx.AsyncClient) -> None:
+        """Ask the backend for its models (``/v1/models``; Gemini: ``/v1beta/models``)."""
+        if self.wire_format is WireFormat.GOOGLE:
+            url = self.url("/v1beta/models", b"pageSize=1000")
+        else:
+            url = self.url("/v1/models", b"limit=1000" if self.wire_format is WireFormat.ANTHROPIC else b"")
+        headers = [*self.auth, (b"accept", b"application/json")]
+        if self.wire_format is WireFormat.ANTHROPIC:
+            headers.append((b"anthropic-version", b"2023-06-01"))
+        response = await client.get(url, headers=headers, timeout=DISCOVERY_TIMEOUT)
+        response.raise_for_status()
+        data = response.json()
+        if self.wire_format is WireFormat.GOOGLE:
+            names = [str(m.get("name", "")).removeprefix("models/") for m in data.get("models", [])]
+        else:
+            names = [str(m.get("id", "")) for m in data.get("data", [])]
+        self.listed = [name for name in names if name]
+        self.discovered = ModelPatterns(self.listed)
+
+
+class LocalBackends:
+    """The standalone app's local model server, built from the configured providers."""
+
+    def __init__(
+        self, providers: Sequence[ProviderConfig], *, client: SharedClient, max_body_size: int
+    ) -> None:
+        self.backends = [Backend(config) for config in providers]
+        self.shared = client
+        self.max_body_size = max_body_size
+
+    def serves(self, model: str, wire_format: WireFormat) -> bool:
+        return self.backend_for(model, wire_format) is not None
+
+    def backend_for(self, model: str, wire_format: WireFormat) -> Backend | None:
+        base, _ = split_thinking_suffix(model)
+        for backend in self.backends:
+            if backend.wire_format is wire_format and backend.serves(base):
+                return backend
+        return None
+
+    def model_names(self, wire_format: WireFormat | None = None) -> list[tuple[str, Backend]]:
+        seen: dict[str, Backend] = {}
+        for backend in self.backends:
+            if wire_format is None or backend.wire_format is wire_format:
+                for name in backend.model_names():
+                    seen.setdefault(name, backend)
+        return list(seen.items())
+
+    # --- discovery -----------------------------------------------------------------------
+
+    def adopt_discoveries(self, previous: LocalBackends) -> None:
+        """Keep the model lists already discovered for backends whose config did not change."""
+        for backend in self.backends:
+            for old in previous.backends:
+                if old.config == backend.config and old.discovered is not None:
+                    backend.listed, backend.discovered = old.listed, old.discovered
+                    break
+
+    async def discover_all(self, *, only_undiscovered: bool = False) -> bool:
+        """Ask every backend configured without ``models`` for its list; True when all answered."""
+        pending = [
+            b
+            for b in self.backends
+            if b.needs_discovery and not (only_undiscovered and b.discovered is not None)
+        ]
+        results: list[bool] = []
+
+        async def discover(backend: Backend) -> None:
+            results.append(await self._discover(backend))
+
+        async with anyio.create_task_group() as tasks:
+            for backend in pending:
+                tasks.start_soon(discover, backend)
+        return all(results)
+
+    async def _discover(self, backend: Backend) -> bool:
+        try:
+            await backend.discover(self.shared.client)
+        except (httpx.HTTPError, ValueError, AttributeError, TypeError) as error:
+            logger.warning(
+                "backend %s: cannot list its models (%s); will retry",
+                backend.name,
+                type(error).__name__,
+            )
+            return False
+        logger.info("backend %s serves %d models", backend.name, len(backend.listed))
+        return True
+
+    # --- serving -------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        path = route_path(scope)
+        method = scope["method"]
+        if method == "GET" and path in ("/v1/models", "/models", "/v1beta/models"):
+            call = scope.get(PROVIDER_CALL_SCOPE)
+            if call is not None:  # a provider's list: its own format, its own backends
+                list_format, only = call.wire_format, call.wire_format
+            elif path == "/v1beta/models":
+                list_format, only = WireFormat.GOOGLE, WireFormat.GOOGLE
+            else:  # every local model; Anthropic SDKs (they send anthropic-version) get their format
+                anthropic = any(name.lower() == b"anthropic-version" for name, _ in scope["headers"])
+                list_format, only = (WireFormat.ANTHROPIC if anthropic else WireFormat.OPENAI), None
+            await JSONResponse(model_list(list_format, self.model_names(only)))(scope, receive, send)
+            return
+        wire_format = _MODEL_PATHS.get(path)
+        gemini = _GEMINI_PATH.fullmatch(path) if wire_format is None else None
+        if gemini is not None:
+            wire_format = WireFormat.GOOGLE
+        if wire_format is None or method not in ("POST", "GET"):
+            await error_response(404, "not_found", f"No local route for {method} {path}")(
+                scope, receive, send
+            )
+            return
+        await self._serve(wire_format, gemini["model"] if gemini else None, path, scope, receive, send)
+
+    async def _serve(
+        self,
+        wire_format: WireFormat,
+        path_model: str | None,
+        path: str,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        model = scope.get(MODEL_SCOPE)
+        if model is None and path_model is None:
+            length = declared_length(scope)
+            if length is not None and length > self.max_body_size:
+                await body_too_large(self.max_body_size)(scope, receive, send)
+                return
+            try:
+                body = await read_body(receive, self.max_body_size)
+            except BodyTooLarge:
+                await body_too_large(self.max_body_size)(scope, receive, send)
+                return
+            except ClientDisconnected:
+                return
+            receive = replay(body, receive)
+            payload = parse_json_object(body)
+            model = payload.get("model") if payload else None
+        model = model or path_model
+        if not isinstance(model, str):
+            await error_response(400, "invalid_request", "The request names no model")(scope, receive, send)
+            return
+        backend = self.backend_for(model, wire_format)
+        if backend is None:
+            message = f"No local backend of type {wire_format.value} serves model {model!r}"
+            await error_response(502, "no_provider", message)(scope, receive, send)
+            return
+        headers = scrub_request_headers(scope["headers"])
+        headers.append((b"accept-encoding", b"identity"))
+        headers.extend(backend.auth)
+        exchange = Exchange(
+            self.shared.client,
+            url=backend.url(path, scope.get("query_string", b"")),
+            headers=headers,
+            max_body_size=self.max_body_size,
+            unreachable=lambda: error_response(
+                502, "backend_unreachable", f"Failed to reach local backend {backend.name!r}"
+            ),
+        )
+        await exchange.run(scope, receive, send)
+
+
+def model_list(wire_format: WireFormat, models: list[tuple[str, Backend]]) -> dict:
+    if wire_format is WireFormat.ANTHROPIC:
+        data = [
+            {
+                "type": "model",
+                "id": name,
+                "display_name": name,
+                "created_at": "1970-01-01T00:00:00Z",
+            }
+            for name, _ in models
+        ]
+        return {
+            "data": data,
+            "has_more": False,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
+    if wire_format is WireFormat.GOOGLE:
+        return {
+            "models": [
+                {
+                    "name": f"models/{name}",
+                    "displayName": name,
+                    "supportedGenerationMethods": [
+                        "generateContent",
+                        "streamGenerateContent",
+                        "countTokens",
+                    ],
+                }
+                for name, _ in models
+            ]
+        }
+    return {
+        "object": "list",
+        "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": backend.name}
+            for name, backend in models
+        ],
+    }

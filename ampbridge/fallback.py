@@ -1,0 +1,265 @@
+"""``AmpFallback``: serve a model call locally, or forward it to the Amp upstream (SPEC §4.1).
+
+It reads the request body once (bounded), takes the model from it (or from a Gemini path), and
+decides LOCAL / MAPPED / AMP_CREDITS / NO_PROVIDER. Upstream-bound requests are replayed byte for
+byte; local ones get the compatibility fixes of ``rewrite``. One log line per call records the
+decision, the models, the status and the time taken.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import error_response
+from .headers import RawHeaders
+from .mapping import ModelMapper, RouteDecision, decide
+from .models import LocalModels, WireFormat, as_local_models
+from .provider_alias import CallKind, ProviderCall, provider_call
+from .proxy import BodyTooLarge, ClientDisconnected, body_too_large, declared_length, read_body
+from .rewrite import (
+    ResponseFixer,
+    RewritingSend,
+    dump_json,
+    requested_tool_names,
+    sanitize_anthropic_request,
+)
+from .settings import ModelMapping
+
+logger = logging.getLogger("ampbridge.routing")
+
+MODEL_SCOPE = "ampbridge.model"  # the model a local call is served with, for the local app
+DROPPED_BETAS = frozenset({b"context-1m-2025-08-07"})  # needs a plan local keys rarely have
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that first hands over ``body`` (already read), then defers to ``receive``."""
+    pending = True
+
+    async def replayed() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+def parse_json_object(body: bytes) -> dict[str, Any] | None:
+    if not body:
+        return None
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def local_headers(headers: RawHeaders, body_length: int | None) -> RawHeaders:
+    """Headers for the local app: ``Anthropic-Beta`` without entries local keys cannot use, and
+    the length of a rewritten body."""
+    result: RawHeaders = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"anthropic-beta":
+            kept = [v.strip() for v in value.split(b",") if v.strip() and v.strip() not in DROPPED_BETAS]
+            if kept:
+                result.append((name, b",".join(kept)))
+        elif lower == b"content-length" and body_length is not None:
+            continue
+        else:
+            result.append((name, value))
+    if body_length is not None:
+        result.append((b"content-length", str(body_length).encode()))
+    return result
+
+
+class AmpFallback:
+    """Wraps the app that serves models locally.
+
+    ``local_models`` says what that app serves: names and globs, a ``predicate(model)``, or a
+    ``LocalModels`` (which also sees the wire format). ``upstream`` receives what is not local,
+    exactly as Amp sent it; without it such calls get a 502 naming the model.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        local_models: LocalModels | Callable[[str], bool] | Iterable[str],
+        upstream: ASGIApp | None = None,
+        mappings: Sequence[ModelMapping] = (),
+        force_mappings: bool = False,
+        max_body_size: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.app = app
+        self.local = as_local_models(local_models)
+        self.upstream = upstream
+        self.mapper = ModelMapper(mappings)
+        self.force_mappings = force_mappings
+        self.max_body_size = max_body_size
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        call = provider_call(scope) if scope["type"] == "http" else None
+        if call is None or call.kind is not CallKind.MODEL:
+            await self.app(scope, receive, send)
+            return
+        length = declared_length(scope)
+        if length is not None and length > self.max_body_size:
+            await body_too_large(self.max_body_size)(scope, receive, send)
+            return
+        try:
+            body = await read_body(receive, self.max_body_size)
+        except BodyTooLarge:
+            await body_too_large(self.max_body_size)(scope, receive, send)
+            return
+        except ClientDisconnected:
+            return
+        payload = parse_json_object(body)
+        model = payload.get("model") if payload is not None else None
+        if not isinstance(model, str) or not model:
+            model = call.path_model
+        recorder = _StatusRecorder(send)
+        started = time.perf_counter()
+        if model is None:
+            decision, resolved = RouteDecision.AMP_CREDITS, None
+            if self.upstream is None:
+                decision = RouteDecision.NO_PROVIDER
+                await error_response(
+                    400,
+                    "invalid_request",
+                    'Could not read the model of this request (no JSON body with a "model")',
+                )(scope, receive, recorder)
+            else:
+                await self._forward(call, scope, body, receive, recorder)
+        else:
+            decision, resolved = decide(
+                model,
+                call.wire_format,
+                self.local,
+                self.mapper,
+                force_mappings=self.force_mappings,
+                upstream_available=self.upstream is not None,
+            )
+            if decision is RouteDecision.AMP_CREDITS:
+                await self._forward(call, scope, body, receive, recorder)
+            elif decision is RouteDecision.NO_PROVIDER:
+                await error_response(502, "no_provider", _no_provider_message(model))(
+                    scope, receive, recorder
+                )
+            else:
+                await self._serve_locally(
+                    call, scope, body, payload, model, resolved, decision, receive, recorder
+                )
+        if logger.isEnabledFor(logging.INFO):
+            _log_decision(decision, call, model, resolved, recorder.status, time.perf_counter() - started)
+
+    async def _forward(
+        self, call: ProviderCall, scope: Scope, body: bytes, receive: Receive, send: Send
+    ) -> None:
+        assert self.upstream is not None
+        original = {
+            **scope,
+            "path": call.original_path,
+            "raw_path": call.original_raw_path,
+            "root_path": call.original_root_path,
+        }
+        await self.upstream(original, replay(body, receive), send)
+
+    async def _serve_locally(
+        self,
+        call: ProviderCall,
+        scope: Scope,
+        body: bytes,
+        payload: dict[str, Any] | None,
+        requested: str,
+        resolved: str,
+        decision: RouteDecision,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        mapped = decision is RouteDecision.MAPPED
+        changed = False
+        tool_names: dict[str, str] = {}
+        if payload is not None:
+            if call.wire_format is WireFormat.ANTHROPIC:
+                changed = sanitize_anthropic_request(payload)
+            tool_names = requested_tool_names(payload)
+            if mapped and "model" in payload:
+                payload["model"] = resolved
+                changed = True
+        if changed:
+            body = dump_json(payload)
+        local_scope = {
+            **scope,
+            "headers": local_headers(scope["headers"], len(body) if changed else None),
+            MODEL_SCOPE: resolved,
+        }
+        if mapped and call.path_model is not None:
+            path = scope["path"].replace(f"/models/{call.path_model}:", f"/models/{resolved}:", 1)
+            local_scope.update(path=path, raw_path=path.encode("utf-8"))
+        fixer = ResponseFixer(
+            wire_format=call.wire_format,
+            requested_model=requested if mapped else None,
+            tool_names=tool_names,
+        )
+        await self.app(
+            local_scope,
+            replay(body, receive),
+            RewritingSend(send, fixer, max_json_size=self.max_body_size),
+        )
+
+
+def _no_provider_message(model: str) -> str:
+    return (
+        f"No local backend serves model {model!r} and no Amp upstream is configured. "
+        f"Add a provider that serves it, map it with amp-model-mappings, or set amp-upstream-url."
+    )
+
+
+def _log_decision(
+    decision: RouteDecision,
+    call: ProviderCall,
+    model: str | None,
+    resolved: str | None,
+    status: int | None,
+    seconds: float,
+) -> None:
+    hint = ""
+    if decision is RouteDecision.AMP_CREDITS and model:
+        hint = (
+            " (uses Amp credits; to serve it locally add a mapping:"
+            f" amp-model-mappings: [{{from: {model!r}, to: <local model>}}])"
+        )
+    logger.info(
+        "%s model=%s resolved=%s provider=%s path=%s status=%s %.1fms%s",
+        decision,
+        model,
+        resolved,
+        call.provider,
+        call.original_path,
+        status,
+        seconds * 1000,
+        hint,
+    )
+
+
+class _StatusRecorder:
+    """Passes messages on and remembers the response status, for the routing log line."""
+
+    __slots__ = ("send", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status: int | None = None
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)

@@ -1,0 +1,50 @@
+"""The one ``httpx.AsyncClient`` of an app, opened and closed by the app's lifespan."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+import httpx
+
+# Model turns stream for minutes with long silent stretches (thinking); Amp's own SDKs wait 600 s.
+DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=30.0)
+DEFAULT_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=60.0)
+
+
+class NotStartedError(RuntimeError):
+    pass
+
+
+class SharedClient:
+    """Holds the client; every part that forwards asks it for ``.client`` per request."""
+
+    def __init__(
+        self, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT, limits: httpx.Limits = DEFAULT_LIMITS
+    ) -> None:
+        self.timeout = timeout
+        self.limits = limits
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise NotStartedError(
+                "ampbridge's HTTP client is not open: run the app's lifespan "
+                "(when mounting, pass lifespan=amp.router.lifespan_context to your app)"
+            )
+        return self._client
+
+    async def __aenter__(self) -> SharedClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout, limits=self.limits, follow_redirects=False)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()

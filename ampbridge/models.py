@@ -1,0 +1,75 @@
+"""Model names: wire formats, thinking suffixes, and which models are served locally."""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+import re
+from collections.abc import Callable, Iterable
+from typing import Protocol, runtime_checkable
+
+
+class WireFormat(enum.StrEnum):
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    GOOGLE = "google"
+
+
+_THINKING_SUFFIX = re.compile(r"^(?P<base>.*?)(?P<suffix>\([^()]*\))$", re.DOTALL)
+
+
+def split_thinking_suffix(model: str) -> tuple[str, str]:
+    """``"gpt-5(high)"`` -> ``("gpt-5", "(high)")``; a name without a suffix -> ``(name, "")``."""
+    match = _THINKING_SUFFIX.match(model)
+    if match and match["base"]:
+        return match["base"], match["suffix"]
+    return model, ""
+
+
+@runtime_checkable
+class LocalModels(Protocol):
+    """Answers whether a model is served locally for a wire format."""
+
+    def serves(self, model: str, wire_format: WireFormat) -> bool: ...
+
+
+class ModelPatterns:
+    """Names and globs (``claude-sonnet-4-5*``), matched case-insensitively, any wire format."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self.exact = frozenset(p.lower() for p in patterns if not _is_glob(p))
+        self.globs = tuple(re.compile(fnmatch.translate(p.lower())) for p in patterns if _is_glob(p))
+
+    def __repr__(self) -> str:
+        return f"ModelPatterns(exact={sorted(self.exact)}, globs={len(self.globs)})"
+
+    def matches(self, model: str) -> bool:
+        lowered = model.lower()
+        return lowered in self.exact or any(glob.match(lowered) for glob in self.globs)
+
+    def serves(self, model: str, wire_format: WireFormat) -> bool:
+        return self.matches(model)
+
+
+class ModelPredicate:
+    """Adapts ``predicate(model) -> bool`` to ``LocalModels``."""
+
+    def __init__(self, predicate: Callable[[str], bool]) -> None:
+        self.predicate = predicate
+
+    def serves(self, model: str, wire_format: WireFormat) -> bool:
+        return self.predicate(model)
+
+
+def as_local_models(local: LocalModels | Callable[[str], bool] | Iterable[str]) -> LocalModels:
+    if isinstance(local, LocalModels):
+        return local
+    if callable(local):
+        return ModelPredicate(local)
+    if isinstance(local, str):
+        return ModelPatterns([local])
+    return ModelPatterns(local)
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(ch in pattern for ch in "*?[")

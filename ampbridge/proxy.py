@@ -1,0 +1,199 @@
+"""Streams one HTTP exchange to a fixed target with httpx, both directions, without buffering.
+
+Used for the Amp upstream and for the standalone app's local backends. The request body is
+streamed from ``receive`` (or replayed from bytes already read); the response body is relayed
+with ``aiter_raw`` so its bytes reach the client unchanged. A client that goes away cancels the
+upstream exchange at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+import httpx
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .errors import ResponseAborted, error_response
+from .headers import RawHeaders, header_value, scrub_response_headers
+
+logger = logging.getLogger("ampbridge.proxy")
+
+BODY_METHODS_WITHOUT_LENGTH = frozenset({"POST", "PUT", "PATCH"})
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its request body was complete."""
+
+
+class BodyTooLarge(Exception):
+    """The request body is over the configured cap."""
+
+
+def body_too_large(limit: int) -> ASGIApp:
+    return error_response(413, "request_too_large", f"Request body exceeds {limit} bytes")
+
+
+def declared_length(scope: Scope) -> int | None:
+    value = header_value(scope["headers"], b"content-length")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def has_body(scope: Scope) -> bool:
+    headers = scope["headers"]
+    if header_value(headers, b"transfer-encoding") is not None:
+        return True
+    length = declared_length(scope)
+    return bool(length) if length is not None else False
+
+
+def upstream_accept_encoding(scope: Scope) -> bytes:
+    """Ask the next hop for gzip only when the client can read it: bodies pass through raw."""
+    accepted = header_value(scope["headers"], b"accept-encoding") or b""
+    return b"gzip" if b"gzip" in accepted.lower() else b"identity"
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """Read a whole request body, at most ``limit`` bytes."""
+    parts = []
+    async for chunk in stream_body(receive, limit, anyio.Event()):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def stream_body(receive: Receive, limit: int, done: anyio.Event) -> AsyncIterator[bytes]:
+    total = 0
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > limit:
+                raise BodyTooLarge
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+    finally:
+        done.set()
+
+
+class Exchange:
+    """One proxied request: build it with the target's URL and headers, then ``run`` it."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        url: httpx.URL,
+        headers: RawHeaders,
+        max_body_size: int,
+        unreachable: Callable[[], ASGIApp],
+        strip_cors: bool = False,
+    ) -> None:
+        self.client = client
+        self.url = url
+        self.headers = headers
+        self.max_body_size = max_body_size
+        self.unreachable = unreachable
+        self.strip_cors = strip_cors
+
+    async def run(self, scope: Scope, receive: Receive, send: Send) -> None:
+        length = declared_length(scope)
+        if length is not None and length > self.max_body_size:
+            await body_too_large(self.max_body_size)(scope, receive, send)
+            return
+        body_done = anyio.Event()
+        content: bytes | AsyncIterator[bytes] | None
+        headers = self.headers
+        if has_body(scope):
+            content = stream_body(receive, self.max_body_size, body_done)
+            if length is not None:
+                headers = [*headers, (b"content-length", str(length).encode())]
+        else:
+            content = None
+            body_done.set()
+        request = self.client.build_request(scope["method"], self.url, headers=headers, content=content)
+
+        outcome = _Outcome()
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._watch_for_disconnect, receive, body_done, outcome, tasks.cancel_scope)
+            await self._relay(request, scope, receive, send, outcome)
+            tasks.cancel_scope.cancel()
+        if outcome.client_gone:
+            logger.debug(
+                "%s %s: client went away; request to %s cancelled",
+                scope["method"],
+                self.url.path,
+                self.url.host,
+            )
+
+    @staticmethod
+    async def _watch_for_disconnect(
+        receive: Receive, body_done: anyio.Event, outcome: _Outcome, cancel: anyio.CancelScope
+    ) -> None:
+        await body_done.wait()
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        outcome.client_gone = True
+        cancel.cancel()
+
+    async def _relay(
+        self, request: httpx.Request, scope: Scope, receive: Receive, send: Send, outcome: _Outcome
+    ) -> None:
+        try:
+            response = await self.client.send(request, stream=True)
+            try:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": response.status_code,
+                        "headers": scrub_response_headers(response.headers.raw, strip_cors=self.strip_cors),
+                    }
+                )
+                outcome.started = True
+                async for chunk in response.aiter_raw():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            finally:
+                await response.aclose()
+        except ClientDisconnected:
+            outcome.client_gone = True
+        except BodyTooLarge:
+            if not outcome.started:
+                await body_too_large(self.max_body_size)(scope, receive, send)
+        except ResponseAborted:
+            pass
+        except httpx.TransportError as error:
+            reason = type(error).__name__
+            if outcome.started:
+                logger.warning(
+                    "%s %s: stream from %s broke off (%s)",
+                    scope["method"],
+                    self.url.path,
+                    self.url.host,
+                    reason,
+                )
+            else:
+                logger.warning(
+                    "%s %s: cannot reach %s (%s)",
+                    scope["method"],
+                    self.url.path,
+                    self.url.host,
+                    reason,
+                )
+                await self.unreachable()(scope, receive, send)
+
+
+class _Outcome:
+    __slots__ = ("client_gone", "started")
+
+    def __init__(self) -> None:
+        self.client_gone = False
+        self.started = False

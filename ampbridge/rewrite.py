@@ -1,0 +1,331 @@
+"""Amp compatibility fixes for local and mapped model calls (SPEC §9).
+
+Requests: assistant ``thinking`` blocks without a valid signature are dropped and ``signature``
+is removed from ``tool_use`` blocks, since local backends reject both.
+
+Responses (JSON bodies and SSE streams, event by event): a mapped call's model name is put back
+to what Amp asked for; tool names get the casing of the request's ``tools`` (Amp's tool whitelist
+is case-sensitive); Anthropic ``tool_use`` and ``thinking`` blocks get a ``signature`` when they
+lack one. An event that needs no change is passed on byte for byte, and a cheap byte check skips
+JSON parsing for the many events that cannot need one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import Message, Send
+
+from .models import WireFormat
+
+# --- requests ------------------------------------------------------------------------------
+
+
+def sanitize_anthropic_request(payload: dict[str, Any]) -> bool:
+    """Fix assistant blocks in place; True when something changed."""
+    changed = False
+    messages = payload.get("messages")
+    if not isinstance(messages, list):
+        return False
+    for message in messages:
+        if not isinstance(message, dict) or message.get("role") != "assistant":
+            continue
+        content = message.get("content")
+        if not isinstance(content, list):
+            continue
+        kept: list[Any] = []
+        touched = False
+        for block in content:
+            if isinstance(block, dict):
+                kind = block.get("type")
+                if kind == "thinking" and not _valid_signature(block.get("signature")):
+                    touched = True
+                    continue
+                if kind == "tool_use" and "signature" in block:
+                    block = {key: value for key, value in block.items() if key != "signature"}
+                    touched = True
+            kept.append(block)
+        if touched:
+            message["content"] = kept
+            changed = True
+    return changed
+
+
+def _valid_signature(value: object) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def requested_tool_names(payload: dict[str, Any]) -> dict[str, str]:
+    """``lower-case name -> name as the request spelled it`` for every declared tool."""
+    names: dict[str, str] = {}
+    tools = payload.get("tools")
+    if not isinstance(tools, list):
+        return names
+    for tool in tools:
+        if not isinstance(tool, dict):
+            continue
+        candidates = [tool.get("name")]
+        function = tool.get("function")
+        if isinstance(function, dict):
+            candidates.append(function.get("name"))
+        for key in ("functionDeclarations", "function_declarations"):
+            declarations = tool.get(key)
+            if isinstance(declarations, list):
+                candidates.extend(d.get("name") for d in declarations if isinstance(d, dict))
+        for name in candidates:
+            if isinstance(name, str):
+                names[name.lower()] = name
+    return names
+
+
+# --- responses -----------------------------------------------------------------------------
+
+_MODEL_MARKER = b'"model'
+_TOOL_MARKERS = (b'"tool_use"', b'"function_call"', b'"tool_calls"', b'"functionCall"')
+_SIGNATURE_MARKERS = (b'"tool_use"', b'"thinking"')
+
+
+class ResponseFixer:
+    """Applies the response fixes to one parsed JSON value (a body or an SSE event's data)."""
+
+    def __init__(
+        self, *, wire_format: WireFormat, requested_model: str | None, tool_names: dict[str, str]
+    ) -> None:
+        self.model = requested_model
+        self.tool_names = tool_names
+        self.signatures = wire_format is WireFormat.ANTHROPIC
+        markers: list[bytes] = []
+        if requested_model:
+            markers.append(_MODEL_MARKER)
+        if tool_names:
+            markers.extend(_TOOL_MARKERS)
+        if self.signatures:
+            markers.extend(_SIGNATURE_MARKERS)
+        self.markers = tuple(dict.fromkeys(markers))
+
+    @property
+    def active(self) -> bool:
+        return bool(self.markers)
+
+    def may_change(self, raw: bytes) -> bool:
+        return any(marker in raw for marker in self.markers)
+
+    def fix(self, value: Any) -> bool:
+        if isinstance(value, list):
+            return any([self.fix(item) for item in value])
+        if not isinstance(value, dict):
+            return False
+        changed = False
+        if self.model:
+            changed |= self._restore_model(value)
+            for key in ("message", "response"):
+                if isinstance(inner := value.get(key), dict):
+                    changed |= self._restore_model(inner)
+        for block in _content_blocks(value):
+            changed |= self._fix_block(block)
+        for function in _function_calls(value):
+            changed |= self._fix_name(function)
+        return changed
+
+    def _restore_model(self, value: dict[str, Any]) -> bool:
+        changed = False
+        for key in ("model", "modelVersion"):
+            if isinstance(value.get(key), str) and value[key] != self.model:
+                value[key] = self.model
+                changed = True
+        return changed
+
+    def _fix_block(self, block: dict[str, Any]) -> bool:
+        kind = block.get("type")
+        changed = False
+        if kind in ("tool_use", "function_call"):
+            changed |= self._fix_name(block)
+        if self.signatures and kind in ("tool_use", "thinking") and "signature" not in block:
+            block["signature"] = ""
+            changed = True
+        return changed
+
+    def _fix_name(self, holder: dict[str, Any]) -> bool:
+        name = holder.get("name")
+        if not isinstance(name, str):
+            return False
+        wanted = self.tool_names.get(name.lower())
+        if wanted is None or wanted == name:
+            return False
+        holder["name"] = wanted
+        return True
+
+
+def _content_blocks(value: dict[str, Any]) -> list[dict[str, Any]]:
+    """Anthropic content blocks and OpenAI Responses output items found in one value."""
+    found: list[Any] = []
+    for holder in (value, value.get("message"), value.get("response")):
+        if isinstance(holder, dict):
+            for key in ("content", "output"):
+                if isinstance(items := holder.get(key), list):
+                    found.extend(items)
+    for key in ("content_block", "item"):
+        found.append(value.get(key))
+    return [block for block in found if isinstance(block, dict)]
+
+
+def _function_calls(value: dict[str, Any]) -> list[dict[str, Any]]:
+    """OpenAI chat ``tool_calls[].function`` and Gemini ``functionCall`` objects."""
+    found: list[Any] = []
+    for choice in _dicts(value.get("choices")):
+        for part in (choice.get("message"), choice.get("delta")):
+            if isinstance(part, dict):
+                found.extend(call.get("function") for call in _dicts(part.get("tool_calls")))
+    for candidate in _dicts(value.get("candidates")):
+        content = candidate.get("content")
+        if isinstance(content, dict):
+            found.extend(part.get("functionCall") for part in _dicts(content.get("parts")))
+    return [function for function in found if isinstance(function, dict)]
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def dump_json(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+# --- SSE ------------------------------------------------------------------------------------
+
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n|$)")
+
+
+class SseRewriter:
+    """Rewrites an SSE byte stream event by event, whatever the chunk boundaries. Bytes of an
+    event that is not complete yet are held until its blank line arrives."""
+
+    def __init__(self, fixer: ResponseFixer) -> None:
+        self.fixer = fixer
+        self.pending = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self.pending + chunk if self.pending else chunk
+        scan_from = max(0, len(self.pending) - 3)
+        out: list[bytes] = []
+        start = 0
+        for end in _EVENT_END.finditer(data, scan_from):
+            out.append(self.rewrite_event(data[start : end.end()]))
+            start = end.end()
+        self.pending = data[start:]
+        return b"".join(out) if len(out) != 1 else out[0]
+
+    def flush(self) -> bytes:
+        rest, self.pending = self.pending, b""
+        return self.rewrite_event(rest) if rest else b""
+
+    def rewrite_event(self, event: bytes) -> bytes:
+        if not self.fixer.may_change(event):
+            return event
+        lines = _LINE.findall(event)
+        data_lines = [i for i, line in enumerate(lines) if line.startswith(b"data:")]
+        if len(data_lines) != 1:
+            return event  # multi-line data is passed on as it is
+        index = data_lines[0]
+        line = lines[index]
+        body = line[5:].rstrip(b"\r\n")
+        ending = line[5 + len(body) :]
+        try:
+            value = json.loads(body)
+        except (ValueError, RecursionError):
+            return event
+        if not self.fixer.fix(value):
+            return event
+        lines[index] = b"data: " + dump_json(value) + ending
+        return b"".join(lines)
+
+
+# --- the ASGI side -----------------------------------------------------------------------------
+
+
+class RewritingSend:
+    """Wraps ``send`` for one local response: SSE is rewritten as it streams; a JSON body is
+    collected (up to ``max_json_size``), fixed and sent with a corrected length. Errors,
+    encoded bodies and other types pass through untouched."""
+
+    def __init__(self, send: Send, fixer: ResponseFixer, *, max_json_size: int) -> None:
+        self.send = send
+        self.fixer = fixer
+        self.max_json_size = max_json_size
+        self.mode = "pass"
+        self.start: Message | None = None
+        self.collected: list[bytes] = []
+        self.collected_size = 0
+        self.sse: SseRewriter | None = None
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            await self._start(message)
+        elif kind == "http.response.body" and self.mode == "sse":
+            await self._sse_body(message)
+        elif kind == "http.response.body" and self.mode == "json":
+            await self._json_body(message)
+        else:
+            await self.send(message)
+
+    async def _start(self, message: Message) -> None:
+        headers = MutableHeaders(raw=message["headers"])
+        content_type = headers.get("content-type", "")
+        encoded = headers.get("content-encoding", "identity").lower() != "identity"
+        if message["status"] >= 400 or encoded or not self.fixer.active:
+            await self.send(message)
+        elif content_type.startswith("text/event-stream"):
+            self.mode, self.sse = "sse", SseRewriter(self.fixer)
+            del headers["content-length"]
+            await self.send(message)
+        elif "json" in content_type:
+            self.mode, self.start = "json", message
+        else:
+            await self.send(message)
+
+    async def _sse_body(self, message: Message) -> None:
+        assert self.sse is not None
+        more = message.get("more_body", False)
+        data = self.sse.feed(message.get("body", b""))
+        if not more:
+            data += self.sse.flush()
+        if data or not more:
+            await self.send({"type": "http.response.body", "body": data, "more_body": more})
+
+    async def _json_body(self, message: Message) -> None:
+        body = message.get("body", b"")
+        self.collected.append(body)
+        self.collected_size += len(body)
+        more = message.get("more_body", False)
+        if self.collected_size > self.max_json_size:
+            await self._give_up(more)
+        elif not more:
+            await self._send_fixed()
+
+    async def _give_up(self, more: bool) -> None:
+        """Too large to rewrite: send what was held as it was and pass the rest through."""
+        assert self.start is not None
+        self.mode = "pass"
+        await self.send(self.start)
+        await self.send({"type": "http.response.body", "body": b"".join(self.collected), "more_body": more})
+        self.collected = []
+
+    async def _send_fixed(self) -> None:
+        assert self.start is not None
+        body = b"".join(self.collected)
+        self.collected = []
+        if self.fixer.may_change(body):
+            try:
+                value = json.loads(body)
+            except (ValueError, RecursionError):
+                value = None
+            if value is not None and self.fixer.fix(value):
+                body = dump_json(value)
+                MutableHeaders(raw=self.start["headers"])["content-length"] = str(len(body))
+        await self.send(self.start)
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})

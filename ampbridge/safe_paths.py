@@ -1,0 +1,40 @@
+"""``SafePaths``: refuse request targets that could mean another path once decoded.
+
+Dot segments, encoded dots, slashes and backslashes are rejected with 400 before any routing, so
+no rule (the localhost gate, the provider prefix) can be sidestepped by a path that some server
+on the way would normalise differently.
+"""
+
+from __future__ import annotations
+
+import re
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .errors import error_response
+
+_ENCODED_SEPARATOR = re.compile(rb"%(2e|2f|5c|00)", re.IGNORECASE)
+
+
+def is_safe_path(path: str, raw_path: bytes | None) -> bool:
+    if not path.startswith("/") or "\\" in path or "\x00" in path:
+        return False
+    if raw_path is not None and _ENCODED_SEPARATOR.search(raw_path):
+        return False
+    return not any(segment in (".", "..") for segment in path.split("/"))
+
+
+class SafePaths:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and not is_safe_path(scope["path"], scope.get("raw_path")):
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008, "reason": "invalid path"})
+            else:
+                await error_response(400, "invalid_path", "The request path is not allowed")(
+                    scope, receive, send
+                )
+            return
+        await self.app(scope, receive, send)

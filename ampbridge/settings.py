@@ -1,0 +1,347 @@
+"""Settings: constructor arguments > ``AMPBRIDGE_*`` environment > YAML file > defaults.
+
+The YAML file accepts the flat keys (``amp-upstream-url``) and CLIProxyAPI's nested ``ampcode:``
+block (``upstream-url``), so an existing CLIProxyAPI ``config.yaml`` works unchanged. Keys this
+model does not know are ignored with one warning. Errors name the key and, for the file, the line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import platformdirs
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+logger = logging.getLogger("ampbridge.settings")
+
+ENV_PREFIX = "AMPBRIDGE_"
+CONFIG_ENV = "AMPBRIDGE_CONFIG"
+CONFIG_FILENAME = "config.yaml"
+DEFAULT_UPSTREAM = "https://ampcode.com"
+
+# YAML spelling -> field name. The flat keys follow the user guide; the nested ones live under
+# ``ampcode:`` in CLIProxyAPI's files.
+FLAT_KEYS = {
+    "host": "host",
+    "port": "port",
+    "debug": "debug",
+    "logging-to-file": "logging_to_file",
+    "amp-upstream-url": "amp_upstream_url",
+    "amp-upstream-api-key": "amp_upstream_api_key",
+    "amp-upstream-api-keys": "amp_upstream_api_keys",
+    "amp-restrict-management-to-localhost": "amp_restrict_management_to_localhost",
+    "amp-model-mappings": "amp_model_mappings",
+    "amp-force-model-mappings": "amp_force_model_mappings",
+    "api-keys": "api_keys",
+    "max-body-size": "max_body_size",
+    "providers": "providers",
+}
+NESTED_BLOCK = "ampcode"
+NESTED_KEYS = {
+    "upstream-url": "amp_upstream_url",
+    "upstream-api-key": "amp_upstream_api_key",
+    "upstream-api-keys": "amp_upstream_api_keys",
+    "restrict-management-to-localhost": "amp_restrict_management_to_localhost",
+    "model-mappings": "amp_model_mappings",
+    "force-model-mappings": "amp_force_model_mappings",
+}
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key (and file:line)."""
+
+
+def _kebab(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class _ConfigModel(BaseModel):
+    model_config = ConfigDict(alias_generator=_kebab, populate_by_name=True, frozen=True)
+
+
+def _validate_base_url(value: str, *, allow_empty: bool) -> str:
+    value = value.strip()
+    if not value and allow_empty:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {value!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"must be a plain http(s) URL without credentials, query or fragment: {value!r}")
+    return value.rstrip("/")
+
+
+class ModelMapping(_ConfigModel):
+    """Serve model ``source`` with the local model ``target`` (``from``/``to`` in YAML)."""
+
+    source: str = Field(alias="from", min_length=1)
+    target: str = Field(alias="to", min_length=1)
+    regex: bool = False
+
+    @model_validator(mode="after")
+    def _check_regex(self) -> ModelMapping:
+        if self.regex:
+            try:
+                re.compile(self.source)
+            except re.error as error:
+                raise ValueError(f"invalid regex {self.source!r}: {error}") from None
+        return self
+
+
+class UpstreamKeyMapping(_ConfigModel):
+    """Clients that authenticate with one of ``api_keys`` use ``upstream_api_key`` upstream."""
+
+    upstream_api_key: SecretStr
+    api_keys: list[SecretStr] = Field(min_length=1)
+
+
+class ProviderConfig(_ConfigModel):
+    """A local backend of the standalone app."""
+
+    name: str = Field(min_length=1)
+    type: Literal["anthropic", "openai", "google"]
+    base_url: str
+    api_key: SecretStr = SecretStr("")
+    models: list[str] | None = None
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        return _validate_base_url(value, allow_empty=False)
+
+
+class Settings(BaseSettings):
+    """Every setting of ampbridge. Secrets are ``SecretStr``: no repr or log shows them."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8317, ge=0, le=65535)
+    debug: bool = False
+    logging_to_file: bool = False
+    amp_upstream_url: str = DEFAULT_UPSTREAM
+    amp_upstream_api_key: SecretStr = SecretStr("")
+    amp_upstream_api_keys: list[UpstreamKeyMapping] = Field(default_factory=list)
+    amp_restrict_management_to_localhost: bool = True
+    amp_model_mappings: list[ModelMapping] = Field(default_factory=list)
+    amp_force_model_mappings: bool = False
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    max_body_size: int = Field(64 * 1024 * 1024, gt=0)
+    providers: list[ProviderConfig] = Field(default_factory=list)
+
+    @field_validator("amp_upstream_url")
+    @classmethod
+    def _check_upstream_url(cls, value: str) -> str:
+        return _validate_base_url(value, allow_empty=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings
+
+    @property
+    def client_keys(self) -> frozenset[str]:
+        return frozenset(key.get_secret_value() for key in self.api_keys)
+
+
+# --- the YAML file ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigDocument:
+    """A parsed config file: values by field name, and where each YAML path was written."""
+
+    path: Path | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    key_paths: dict[str, tuple[str, ...]] = field(default_factory=dict)  # field -> YAML path
+    lines: dict[tuple[Any, ...], int] = field(default_factory=dict)  # YAML path -> line
+    unknown_keys: tuple[str, ...] = ()
+
+    def locate(self, loc: tuple[Any, ...]) -> str:
+        """``file:line: yaml.key[0].sub`` for a validation error location."""
+        field_name, rest = str(loc[0]), tuple(loc[1:])
+        yaml_path = self.key_paths.get(field_name, (_kebab(field_name),)) + rest
+        line = next(
+            (self.lines[yaml_path[:n]] for n in range(len(yaml_path), 0, -1) if yaml_path[:n] in self.lines),
+            None,
+        )
+        where = f"{self.path}:{line}" if line else str(self.path)
+        return f"{where}: {_dotted(yaml_path)}"
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _node_lines(node: yaml.Node, prefix: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = (*prefix, key_node.value)
+            lines[path] = key_node.start_mark.line + 1
+            _node_lines(value_node, path, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            path = (*prefix, index)
+            lines[path] = item.start_mark.line + 1
+            _node_lines(item, path, lines)
+
+
+def read_config_file(path: Path) -> ConfigDocument:
+    """Parse a config file into field values; conflicting flat and nested keys are an error."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read config file: {error.strerror or error}") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {getattr(error, 'problem', error)}") from None
+    if data is None:
+        return ConfigDocument(path=path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys")
+    lines: dict[tuple[Any, ...], int] = {}
+    if root is not None:
+        _node_lines(root, (), lines)
+
+    values: dict[str, Any] = {}
+    key_paths: dict[str, tuple[str, ...]] = {}
+    unknown: list[str] = []
+    for key, value in data.items():
+        if key in FLAT_KEYS:
+            values[FLAT_KEYS[key]] = value
+            key_paths[FLAT_KEYS[key]] = (key,)
+        elif key != NESTED_BLOCK:
+            unknown.append(str(key))
+    nested = data.get(NESTED_BLOCK)
+    if nested is not None and not isinstance(nested, dict):
+        raise ConfigError(f"{path}:{lines.get((NESTED_BLOCK,), '?')}: {NESTED_BLOCK} must be a mapping")
+    for key, value in (nested or {}).items():
+        name = NESTED_KEYS.get(key)
+        if name is None:
+            unknown.append(f"{NESTED_BLOCK}.{key}")
+            continue
+        if name in values and values[name] != value:
+            flat_key = key_paths[name][0]
+            raise ConfigError(
+                f"{path}:{lines.get((NESTED_BLOCK, key), '?')}: {NESTED_BLOCK}.{key} and "
+                f"{flat_key} (line {lines.get((flat_key,), '?')}) give different values; keep one"
+            )
+        values.setdefault(name, value)
+        key_paths.setdefault(name, (NESTED_BLOCK, key))
+    return ConfigDocument(path, values, key_paths, lines, tuple(unknown))
+
+
+class ConfigFileSource(PydanticBaseSettingsSource):
+    """Feeds a ``ConfigDocument`` to pydantic-settings, below the environment."""
+
+    def __init__(self, settings_cls: type[BaseSettings], document: ConfigDocument) -> None:
+        super().__init__(settings_cls)
+        self.document = document
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.document.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.document.values)
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path | None:
+    """``--config`` / ``AMPBRIDGE_CONFIG``, else ``./config.yaml``, else the user config dir."""
+    chosen = explicit or environ.get(CONFIG_ENV)
+    if chosen:
+        path = Path(chosen).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        return path
+    for candidate in (
+        Path.cwd() / CONFIG_FILENAME,
+        platformdirs.user_config_path("ampbridge") / CONFIG_FILENAME,
+    ):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(
+    config_path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build settings from arguments, the environment and the config file, or raise ConfigError."""
+    environ = os.environ if environ is None else environ
+    path = find_config_file(config_path, environ)
+    document = read_config_file(path) if path else ConfigDocument()
+    if document.unknown_keys:
+        logger.warning("%s: ignoring keys ampbridge does not use: %s", path, ", ".join(document.unknown_keys))
+    return settings_from(document, **overrides)
+
+
+def settings_from(document: ConfigDocument, **overrides: Any) -> Settings:
+    """Settings with ``document`` as the file layer (below the environment and ``overrides``)."""
+
+    class FileBackedSettings(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return init_settings, env_settings, ConfigFileSource(settings_cls, document)
+
+    try:
+        return FileBackedSettings(**overrides)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, document, overrides)) from None
+
+
+def _describe(error: ValidationError, document: ConfigDocument, overrides: Mapping[str, Any]) -> str:
+    problems = []
+    for item in error.errors():
+        loc = item["loc"]
+        name = str(loc[0]) if loc else "?"
+        if name in overrides:
+            where = f"argument {name}"
+        elif ENV_PREFIX + name.upper() in os.environ:
+            where = f"environment {ENV_PREFIX + name.upper()}"
+        elif name in document.values:
+            where = document.locate(tuple(loc))
+        else:
+            where = name
+        problems.append(f"{where}: {item['msg']}")
+    return "invalid configuration:\n  " + "\n  ".join(problems)

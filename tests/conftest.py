@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from ampbridge.settings import Settings
+from ampbridge.standalone import Standalone
+
+from .servers import FIXTURES, RecordingServer, ServerThread, amp_upstream
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No test sees the developer's own keys, config or Amp secrets file."""
+    for name in list(os.environ):
+        if name.startswith("AMPBRIDGE_") or name in ("AMP_API_KEY", "AMP_SETTINGS_FILE"):
+            monkeypatch.delenv(name)
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.chdir(home)
+
+
+@pytest.fixture
+def upstream() -> Iterator[RecordingServer]:
+    server = amp_upstream()
+    with ServerThread(server) as thread:
+        server.url = thread.url  # type: ignore[attr-defined]
+        yield server
+
+
+@contextmanager
+def running_bridge(
+    settings: Settings, environ: dict[str, str] | None = None, **config: Any
+) -> Iterator[ServerThread]:
+    app = Standalone(settings=settings, environ=environ or {}, configure_logs=False)
+    with ServerThread(app, **config) as thread:
+        thread.standalone = app  # type: ignore[attr-defined]
+        yield thread
+
+
+@pytest.fixture
+def bridge() -> Iterator[Callable[..., ServerThread]]:
+    """``bridge(settings, environ=None)`` starts ampbridge's standalone app on 127.0.0.1."""
+    stack: list[Any] = []
+
+    def start(settings: Settings, environ: dict[str, str] | None = None, **config: Any) -> ServerThread:
+        manager = running_bridge(settings, environ, **config)
+        thread = manager.__enter__()
+        stack.append(manager)
+        return thread
+
+    yield start
+    for manager in reversed(stack):
+        manager.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir():
+    if not FIXTURES.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"captured Amp traffic not found at {FIXTURES}")
+        pytest.skip(f"captured Amp traffic not found at {FIXTURES} (it lives in ../shared beside the clone)")
+    return FIXTURES

@@ -1,0 +1,396 @@
+"""Real servers on 127.0.0.1 for the tests: a uvicorn thread runner, a recording fake Amp
+upstream, and a fake model backend that speaks the Anthropic, OpenAI and Gemini formats."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "amp-traffic"
+RESPONSES = FIXTURES / "responses"
+
+Handler = Callable[[Scope, Receive, Send, "Recorded"], Awaitable[None]]
+
+
+class ServerThread:
+    """Runs an ASGI app with uvicorn on 127.0.0.1 in a thread, like ``ampbridge serve`` does."""
+
+    def __init__(self, app: ASGIApp, *, host: str = "127.0.0.1", **config: Any) -> None:
+        self.app = app
+        self.host = host
+        self.config = {"lifespan": "auto", "log_level": "warning", "proxy_headers": False, **config}
+
+    def __enter__(self) -> ServerThread:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind((self.host, 0))
+        self.port = self.socket.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host=self.host, port=self.port, **self.config))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+        self.socket.close()
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+@dataclass
+class Recorded:
+    """One request a fake server received."""
+
+    method: str
+    path: str
+    raw_path: bytes
+    query: bytes
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+    client: tuple[str, int] | None = None
+    events: list[str] = field(default_factory=list)  # what happened after: "disconnect", ...
+
+    def header(self, name: str) -> str | None:
+        values = self.header_all(name)
+        return values[0] if values else None
+
+    def header_all(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def read_all(receive: Receive) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return body
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
+async def respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: str = "application/json",
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    raw = [
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+        *(headers or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def stream(
+    send: Send, chunks: list[bytes], content_type: str = "text/event-stream", status: int = 200
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type.encode())],
+        }
+    )
+    for chunk in chunks:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def sse_events(text: str) -> list[bytes]:
+    """Split an SSE fixture into its events (each with its blank line)."""
+    return [event.encode() + b"\n\n" for event in text.strip().split("\n\n")]
+
+
+class RecordingServer:
+    """An ASGI app that records every request and answers with a handler chosen by path.
+
+    Handlers are ``async (scope, receive, send, recorded)``; the request body is already read into
+    ``recorded.body`` unless the handler's path was registered with ``stream_body=True``.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.requests: list[Recorded] = []
+        self.routes: list[tuple[Callable[[str, str], bool], Handler, bool]] = []
+        self.websockets: list[Recorded] = []
+        self.lock = threading.Lock()
+
+    def route(
+        self, match: Callable[[str, str], bool], handler: Handler, *, stream_body: bool = False
+    ) -> None:
+        self.routes.insert(0, (match, handler, stream_body))
+
+    def clear(self) -> None:
+        with self.lock:
+            self.requests.clear()
+            self.websockets.clear()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        recorded = Recorded(
+            method=scope.get("method", "WEBSOCKET"),
+            path=scope["path"],
+            raw_path=scope.get("raw_path") or scope["path"].encode(),
+            query=scope.get("query_string", b""),
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
+            client=scope.get("client"),
+        )
+        if scope["type"] == "websocket":
+            with self.lock:
+                self.websockets.append(recorded)
+            await self.websocket(scope, receive, send, recorded)
+            return
+        for match, handler, stream_body in self.routes:
+            if match(scope["method"], scope["path"]):
+                if not stream_body:
+                    recorded.body = await read_all(receive)
+                with self.lock:
+                    self.requests.append(recorded)
+                await handler(scope, receive, send, recorded)
+                return
+        recorded.body = await read_all(receive)
+        with self.lock:
+            self.requests.append(recorded)
+        await respond(send, 404, json.dumps({"error": f"{self.name}: no route"}).encode())
+
+    async def websocket(self, scope: Scope, receive: Receive, send: Send, recorded: Recorded) -> None:
+        """Echo server: accepts the first offered subprotocol, echoes frames prefixed with
+        ``echo:``, closes with 4001 when told ``close-me``; records how the client closed."""
+        await receive()
+        offered = scope.get("subprotocols") or []
+        await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                recorded.events.append(f"disconnect:{message.get('code')}")
+                return
+            if message.get("text") == "close-me":
+                await send({"type": "websocket.close", "code": 4001, "reason": "bye"})
+                recorded.events.append("closed:4001")
+                return
+            if message.get("text") is not None:
+                await send({"type": "websocket.send", "text": "echo:" + message["text"]})
+            else:
+                await send({"type": "websocket.send", "bytes": b"echo:" + message["bytes"]})
+
+
+# --- the fake Amp upstream ----------------------------------------------------------------
+
+
+def fixture_response(name: str, model: str = "") -> bytes:
+    return (RESPONSES / name).read_text().replace("{{model}}", model).encode()
+
+
+def amp_upstream() -> RecordingServer:
+    """Answers Amp's control-plane RPCs and model calls the way the captured session needs."""
+    server = RecordingServer("fake-amp")
+
+    async def internal(scope: Scope, receive: Receive, send: Send, rec: Recorded) -> None:
+        name = rec.query.decode().split("&")[0]
+        path = RESPONSES / "internal" / f"{name}.json"
+        body = path.read_bytes() if path.exists() else b'{"ok":true,"result":null}'
+        await respond(send, 200, body)
+
+    async def anything(scope: Scope, receive: Receive, send: Send, rec: Recorded) -> None:
+        await respond(send, 200, json.dumps({"upstream": True, "path": rec.path}).encode())
+
+    server.route(lambda m, p: True, anything)
+    server.route(lambda m, p: p == "/api/internal", internal)
+    server.route(lambda m, p: p.startswith("/api/provider/"), model_handler("amp-upstream"))
+    return server
+
+
+# --- the fake model backend -----------------------------------------------------------------
+
+
+def model_handler(served_by: str, *, gate: threading.Event | None = None) -> Handler:
+    """Answers model calls in each wire format, streaming when asked. With ``gate``, a stream
+    sends its first event and then waits for the test to set the gate before the rest."""
+
+    async def handle(scope: Scope, receive: Receive, send: Send, rec: Recorded) -> None:
+        path = rec.path
+        payload = json.loads(rec.body) if rec.body.startswith(b"{") else {}
+        model = payload.get("model") or path.rsplit("/models/", 1)[-1].split(":")[0]
+        marker = [(b"x-served-by", served_by.encode())]
+        if path.endswith("/messages/count_tokens"):
+            await respond(send, 200, b'{"input_tokens": 42}', headers=marker)
+        elif path.endswith("/messages"):
+            if payload.get("stream"):
+                await _stream(
+                    send, sse_events(fixture_response("anthropic_messages.sse", model).decode()), gate, marker
+                )
+            else:
+                await respond(send, 200, fixture_response("anthropic_title.json", model), headers=marker)
+        elif path.endswith("/responses"):
+            if payload.get("stream"):
+                await _stream(
+                    send, sse_events(fixture_response("openai_responses.sse", model).decode()), gate, marker
+                )
+            else:
+                body = {
+                    "id": "resp_1",
+                    "object": "response",
+                    "created_at": 0,
+                    "status": "completed",
+                    "model": model,
+                    "output": [
+                        {
+                            "id": "msg_1",
+                            "type": "message",
+                            "status": "completed",
+                            "role": "assistant",
+                            "content": [{"type": "output_text", "text": "OK", "annotations": []}],
+                        }
+                    ],
+                    "usage": {
+                        "input_tokens": 1,
+                        "output_tokens": 1,
+                        "total_tokens": 2,
+                        "input_tokens_details": {"cached_tokens": 0},
+                        "output_tokens_details": {"reasoning_tokens": 0},
+                    },
+                }
+                await respond(send, 200, json.dumps(body).encode(), headers=marker)
+        elif path.endswith("/chat/completions"):
+            if payload.get("stream"):
+                chunks = [
+                    {
+                        "id": "c1",
+                        "object": "chat.completion.chunk",
+                        "created": 0,
+                        "model": model,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "delta": {"role": "assistant", "content": "O"},
+                                "finish_reason": None,
+                            }
+                        ],
+                    },
+                    {
+                        "id": "c1",
+                        "object": "chat.completion.chunk",
+                        "created": 0,
+                        "model": model,
+                        "choices": [{"index": 0, "delta": {"content": "K"}, "finish_reason": "stop"}],
+                    },
+                ]
+                events = [b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks] + [
+                    b"data: [DONE]\n\n"
+                ]
+                await _stream(send, events, gate, marker)
+            else:
+                body = {
+                    "id": "c1",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": "OK"},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                }
+                await respond(send, 200, json.dumps(body).encode(), headers=marker)
+        elif path.endswith("/completions"):
+            body = {
+                "id": "t1",
+                "object": "text_completion",
+                "created": 0,
+                "model": model,
+                "choices": [{"index": 0, "text": "OK", "finish_reason": "stop", "logprobs": None}],
+            }
+            await respond(send, 200, json.dumps(body).encode(), headers=marker)
+        elif ":streamGenerateContent" in path:
+            reply = json.loads(fixture_response("google_generate.json"))
+            reply["modelVersion"] = model
+            first = dict(
+                reply,
+                candidates=[{"content": {"role": "model", "parts": [{"text": "The secret "}]}, "index": 0}],
+            )
+            events = [
+                b"data: " + json.dumps(first).encode() + b"\r\n\r\n",
+                b"data: " + json.dumps(reply).encode() + b"\r\n\r\n",
+            ]
+            await _stream(send, events, gate, marker)
+        elif ":generateContent" in path:
+            reply = json.loads(fixture_response("google_generate.json"))
+            reply["modelVersion"] = model
+            await respond(send, 200, json.dumps(reply).encode(), headers=marker)
+        elif ":countTokens" in path:
+            await respond(send, 200, b'{"totalTokens": 42}', headers=marker)
+        else:
+            await respond(send, 404, b'{"error":"no such model route"}', headers=marker)
+
+    return handle
+
+
+async def _stream(
+    send: Send, events: list[bytes], gate: threading.Event | None, headers: list[tuple[bytes, bytes]]
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), *headers],
+        }
+    )
+    for index, event in enumerate(events):
+        await send({"type": "http.response.body", "body": event, "more_body": True})
+        if index == 0 and gate is not None:
+            await anyio.to_thread.run_sync(gate.wait, 10)
+    await send({"type": "http.response.body", "body": b""})
+
+
+def model_backend(name: str, models: list[str], *, gate: threading.Event | None = None) -> RecordingServer:
+    """A fake provider API: model calls, and its model list in all three formats."""
+    server = RecordingServer(name)
+
+    async def openai_list(scope: Scope, receive: Receive, send: Send, rec: Recorded) -> None:
+        await respond(
+            send,
+            200,
+            json.dumps({"object": "list", "data": [{"id": m, "object": "model"} for m in models]}).encode(),
+        )
+
+    async def gemini_list(scope: Scope, receive: Receive, send: Send, rec: Recorded) -> None:
+        await respond(send, 200, json.dumps({"models": [{"name": f"models/{m}"} for m in models]}).encode())
+
+    server.route(lambda m, p: True, model_handler(name, gate=gate))
+    server.route(lambda m, p: m == "GET" and p.endswith("/models"), openai_list)
+    server.route(lambda m, p: m == "GET" and p.endswith("/v1beta/models"), gemini_list)
+    return server
