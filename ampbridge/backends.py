@@ -47,7 +47,7 @@ _MODEL_PATHS: dict[str, WireFormat] = {
     "/v1/messages": WireFormat.ANTHROPIC,
     "/v1/messages/count_tokens": WireFormat.ANTHROPIC,
 }
-_GEMINI_PATH = re.compile(r"/v1beta/models/(?P<model>[^/:]+):(?P<action>[A-Za-z]+)")
+_GEMINI_PATH = re.compile(r"/(?:v1|v1beta|v1alpha)/models/(?P<model>[^/:]+):(?P<action>[A-Za-z]+)")
 _CREDENTIAL_QUERY = re.compile(rb"(^|&)(key|auth_token)=[^&]*")
 
 

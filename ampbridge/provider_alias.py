@@ -28,6 +28,7 @@ class CallKind(enum.Enum):
 
 _PROVIDER = r"(?P<provider>[a-z0-9][a-z0-9._-]*)"
 _GEMINI_MODEL = r"(?P<model>[^/:]+):(?P<action>[A-Za-z]+)"
+_GEMINI_VERSION = r"(?P<version>v1|v1beta|v1alpha)"  # google-genai uses v1; Amp, v1beta and Vertex's v1beta1
 # (pattern on the rest of the path, methods, local path template, wire format, kind)
 _ROUTES: tuple[tuple[re.Pattern[str], frozenset[str], str, WireFormat | None, CallKind], ...] = (
     (
@@ -66,9 +67,9 @@ _ROUTES: tuple[tuple[re.Pattern[str], frozenset[str], str, WireFormat | None, Ca
         CallKind.MODEL,
     ),
     (
-        re.compile(r"v1beta/models/" + _GEMINI_MODEL),
+        re.compile(_GEMINI_VERSION + r"/models/" + _GEMINI_MODEL),
         frozenset({"POST", "GET"}),
-        "/v1beta/models/{model}:{action}",
+        "/{version}/models/{model}:{action}",
         WireFormat.GOOGLE,
         CallKind.MODEL,
     ),

@@ -40,6 +40,7 @@ WATCH_INTERVAL_SECONDS = 1.0
 # Root-level pages Amp's login and web links open in a browser (which cannot send a client key).
 _BROWSER_ANY_METHOD = re.compile(r"/auth(/.*)?")
 _BROWSER_READ_ONLY = re.compile(r"/(threads(/.*)?|threads\.rss|news\.rss|docs(/.*)?|settings(/.*)?)")
+_GEMINI_PREFIXES = ("/v1beta/models", "/v1/models/", "/v1alpha/models/")
 _LOCAL_PATHS = frozenset(
     {
         "/v1/chat/completions",
@@ -87,7 +88,7 @@ class Routes:
             return self.browser
         if path.startswith("/actors/"):
             return self.actors
-        if path in _LOCAL_PATHS or path.startswith("/v1beta/models"):
+        if path in _LOCAL_PATHS or path.startswith(_GEMINI_PREFIXES):
             return self.local
         return not_found
 

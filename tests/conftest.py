@@ -10,7 +10,7 @@ import pytest
 from ampbridge.settings import Settings
 from ampbridge.standalone import Standalone
 
-from .servers import FIXTURES, RecordingServer, ServerThread, amp_upstream
+from .servers import FIXTURES, RecordingServer, ServerThread, amp_upstream, model_backend
 
 
 @pytest.fixture(autouse=True)
@@ -66,3 +66,50 @@ def fixtures_dir():
             pytest.fail(f"captured Amp traffic not found at {FIXTURES}")
         pytest.skip(f"captured Amp traffic not found at {FIXTURES} (it lives in ../shared beside the clone)")
     return FIXTURES
+
+
+ANTHROPIC_KEY = "sk-ant-backend-key"
+OPENAI_KEY = "sk-openai-backend-key"
+GOOGLE_KEY = "goog-backend-key"
+ANTHROPIC_MODELS = ["claude-sonnet-4-5*", "claude-haiku-4-5-20251001", "claude-opus-4-7"]
+OPENAI_MODELS = ["gpt-5.4", "gpt-5-mini", "qwen3-coder"]
+GOOGLE_MODELS = ["gemini-3-flash-preview", "gemini-2.5-pro"]  # discovered from the backend
+
+
+@pytest.fixture
+def backends() -> Iterator[dict[str, RecordingServer]]:
+    """Fake Anthropic, OpenAI and Gemini APIs on 127.0.0.1, streaming real SSE."""
+    servers = {
+        "anthropic": model_backend("anthropic-backend", ANTHROPIC_MODELS),
+        "openai": model_backend("openai-backend", OPENAI_MODELS),
+        "google": model_backend("google-backend", GOOGLE_MODELS),
+    }
+    threads = [ServerThread(server) for server in servers.values()]
+    for server, thread in zip(servers.values(), threads, strict=True):
+        thread.__enter__()
+        server.url = thread.url  # type: ignore[attr-defined]
+    yield servers
+    for thread in threads:
+        thread.__exit__(None, None, None)
+
+
+def provider_settings(backends: dict[str, RecordingServer], **settings: Any) -> Settings:
+    """Settings serving the three fake backends; Gemini's models are discovered."""
+    providers = [
+        {
+            "name": "claude",
+            "type": "anthropic",
+            "base-url": backends["anthropic"].url,
+            "api-key": ANTHROPIC_KEY,
+            "models": ANTHROPIC_MODELS,
+        },
+        {
+            "name": "gpt",
+            "type": "openai",
+            "base-url": backends["openai"].url + "/v1",
+            "api-key": OPENAI_KEY,
+            "models": OPENAI_MODELS,
+        },
+        {"name": "gemini", "type": "google", "base-url": backends["google"].url, "api-key": GOOGLE_KEY},
+    ]
+    return Settings(providers=providers, **settings)
