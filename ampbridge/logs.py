@@ -12,14 +12,19 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _QUERY_SECRET = re.compile(r"([?&](?:key|auth_token)=)[^&\s\"]*", re.IGNORECASE)
 
 
+def redact(text: str) -> str:
+    return _QUERY_SECRET.sub(r"\1[redacted]", text) if "=" in text else text
+
+
 class RedactQuerySecrets(logging.Filter):
-    """Masks ``?key=`` and ``?auth_token=`` values in any line (uvicorn's access log included)."""
+    """Masks ``?key=`` and ``?auth_token=`` values in any line. uvicorn's access formatter reads
+    the request path from ``record.args``, so the arguments are redacted in place."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "key=" in message or "auth_token=" in message:
-            record.msg = _QUERY_SECRET.sub(r"\1[redacted]", message)
-            record.args = None
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in record.args)
         return True
 
 
@@ -39,17 +44,17 @@ def configure_logging(*, debug: bool, to_file: bool, log_file: Path = LOG_FILE) 
         handlers.append(
             RotatingFileHandler(log_file, maxBytes=10 * 1024 * 1024, backupCount=5, encoding="utf-8")
         )
-    redact = RedactQuerySecrets()
+    redaction = RedactQuerySecrets()
     for handler in handlers:
         setattr(handler, _HANDLER_TAG, True)
         handler.setFormatter(logging.Formatter(FORMAT))
-        handler.addFilter(redact)
+        handler.addFilter(redaction)
         root.addHandler(handler)
     root.propagate = False
     for name in ("uvicorn.access", "uvicorn.error"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactQuerySecrets) for f in logger.filters):
-            logger.addFilter(redact)
+            logger.addFilter(redaction)
     access = logging.getLogger("uvicorn.access")
     for handler in [h for h in access.handlers if getattr(h, _HANDLER_TAG, False)]:
         access.removeHandler(handler)

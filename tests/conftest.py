@@ -25,12 +25,19 @@ def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyte
     monkeypatch.chdir(home)
 
 
-@pytest.fixture
-def upstream() -> Iterator[RecordingServer]:
+@pytest.fixture(scope="session")
+def upstream_server() -> Iterator[RecordingServer]:
     server = amp_upstream()
     with ServerThread(server) as thread:
         server.url = thread.url  # type: ignore[attr-defined]
         yield server
+
+
+@pytest.fixture
+def upstream(upstream_server: RecordingServer) -> RecordingServer:
+    """The fake Amp upstream on 127.0.0.1, fresh for each test: it records what it receives."""
+    upstream_server.reset()
+    return upstream_server
 
 
 @contextmanager
@@ -76,9 +83,8 @@ OPENAI_MODELS = ["gpt-5.4", "gpt-5-mini", "qwen3-coder"]
 GOOGLE_MODELS = ["gemini-3-flash-preview", "gemini-2.5-pro"]  # discovered from the backend
 
 
-@pytest.fixture
-def backends() -> Iterator[dict[str, RecordingServer]]:
-    """Fake Anthropic, OpenAI and Gemini APIs on 127.0.0.1, streaming real SSE."""
+@pytest.fixture(scope="session")
+def backend_servers() -> Iterator[dict[str, RecordingServer]]:
     servers = {
         "anthropic": model_backend("anthropic-backend", ANTHROPIC_MODELS),
         "openai": model_backend("openai-backend", OPENAI_MODELS),
@@ -91,6 +97,14 @@ def backends() -> Iterator[dict[str, RecordingServer]]:
     yield servers
     for thread in threads:
         thread.__exit__(None, None, None)
+
+
+@pytest.fixture
+def backends(backend_servers: dict[str, RecordingServer]) -> dict[str, RecordingServer]:
+    """Fake Anthropic, OpenAI and Gemini APIs on 127.0.0.1, streaming real SSE; fresh per test."""
+    for server in backend_servers.values():
+        server.reset()
+    return backend_servers
 
 
 def provider_settings(backends: dict[str, RecordingServer], **settings: Any) -> Settings:

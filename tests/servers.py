@@ -147,10 +147,17 @@ class RecordingServer:
     ) -> None:
         self.routes.insert(0, (match, handler, stream_body))
 
-    def clear(self) -> None:
+    def freeze(self) -> RecordingServer:
+        """Remember the current routes as the ones ``reset`` goes back to."""
+        self.default_routes = list(self.routes)
+        return self
+
+    def reset(self) -> None:
+        """Forget what was received and any routes a test added."""
         with self.lock:
             self.requests.clear()
             self.websockets.clear()
+            self.routes = list(getattr(self, "default_routes", self.routes))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -228,7 +235,7 @@ def amp_upstream() -> RecordingServer:
     server.route(lambda m, p: True, anything)
     server.route(lambda m, p: p == "/api/internal", internal)
     server.route(lambda m, p: p.startswith("/api/provider/"), model_handler("amp-upstream"))
-    return server
+    return server.freeze()
 
 
 # --- the fake model backend -----------------------------------------------------------------
@@ -393,4 +400,20 @@ def model_backend(name: str, models: list[str], *, gate: threading.Event | None 
     server.route(lambda m, p: True, model_handler(name, gate=gate))
     server.route(lambda m, p: m == "GET" and p.endswith("/models"), openai_list)
     server.route(lambda m, p: m == "GET" and p.endswith("/v1beta/models"), gemini_list)
-    return server
+    return server.freeze()
+
+
+def raw_request(
+    url: str, target: str, *, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    """Send a request line exactly as given (no client-side normalising) and read the answer."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}:{port}", "Connection: close", "Content-Length: 0"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=10) as connection:
+        connection.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
