@@ -22,7 +22,7 @@ from .errors import error_response
 from .fallback import MODEL_SCOPE, parse_json_object, replay
 from .headers import RawHeaders, scrub_request_headers
 from .http_client import SharedClient
-from .models import ModelPatterns, WireFormat, split_thinking_suffix
+from .models import ModelPatterns, WireFormat, describe_model, split_thinking_suffix
 from .provider_alias import PROVIDER_CALL_SCOPE, route_path
 from .proxy import (
     BodyTooLarge,
@@ -255,7 +255,7 @@ class LocalBackends:
             return
         backend = self.backend_for(model, wire_format)
         if backend is None:
-            message = f"No local backend of type {wire_format.value} serves model {model!r}"
+            message = f"No local backend of type {wire_format.value} serves model '{describe_model(model)}'"
             await error_response(502, "no_provider", message)(scope, receive, send)
             return
         headers = scrub_request_headers(scope["headers"])

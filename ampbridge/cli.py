@@ -65,6 +65,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level="debug" if settings.debug else "info",
         ws_max_size=settings.max_body_size,
         timeout_graceful_shutdown=10,
+        # Keep idle client connections well past the few seconds clients keep theirs, so a
+        # client never reuses a connection the server is closing.
+        timeout_keep_alive=75,
     )
     return 0
 

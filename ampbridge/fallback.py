@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .errors import error_response
 from .headers import RawHeaders
 from .mapping import ModelMapper, RouteDecision, decide
-from .models import LocalModels, WireFormat, as_local_models
+from .models import LocalModels, WireFormat, as_local_models, describe_model
 from .provider_alias import CallKind, ProviderCall, provider_call
 from .proxy import BodyTooLarge, ClientDisconnected, body_too_large, declared_length, read_body
 from .rewrite import (
@@ -218,7 +218,7 @@ class AmpFallback:
 
 def _no_provider_message(model: str) -> str:
     return (
-        f"No local backend serves model {model!r} and no Amp upstream is configured. "
+        f"No local backend serves model '{describe_model(model)}' and no Amp upstream is configured. "
         f"Add a provider that serves it, map it with amp-model-mappings, or set amp-upstream-url."
     )
 
@@ -235,13 +235,13 @@ def _log_decision(
     if decision is RouteDecision.AMP_CREDITS and model:
         hint = (
             " (uses Amp credits; to serve it locally add a mapping:"
-            f" amp-model-mappings: [{{from: {model!r}, to: <local model>}}])"
+            f" amp-model-mappings: [{{from: '{describe_model(model)}', to: <local model>}}])"
         )
     logger.info(
         "%s model=%s resolved=%s provider=%s path=%s status=%s %.1fms%s",
         decision,
-        model,
-        resolved,
+        describe_model(model),
+        describe_model(resolved),
         call.provider,
         call.original_path,
         status,

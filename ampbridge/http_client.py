@@ -8,7 +8,9 @@ import httpx
 
 # Model turns stream for minutes with long silent stretches (thinking); Amp's own SDKs wait 600 s.
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=30.0)
-DEFAULT_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=60.0)
+# Idle connections are dropped after 4 s, before the 5 s idle timeout of uvicorn and Node.js (the
+# usual local model servers and gateways) can close them under a request that reuses one.
+DEFAULT_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=4.0)
 
 
 class NotStartedError(RuntimeError):

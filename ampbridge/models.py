@@ -26,6 +26,15 @@ def split_thinking_suffix(model: str) -> tuple[str, str]:
     return model, ""
 
 
+def describe_model(model: str | None, limit: int = 120) -> str:
+    """A model name fit for a log line or an error message: control characters escaped (no
+    forged log lines) and very long names cut."""
+    if model is None:
+        return "-"
+    text = model if len(model) <= limit else f"{model[:limit]}...({len(model)} chars)"
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 @runtime_checkable
 class LocalModels(Protocol):
     """Answers whether a model is served locally for a wire format."""

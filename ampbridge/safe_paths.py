@@ -1,6 +1,7 @@
 """``SafePaths``: refuse request targets that could mean another path once decoded.
 
-Dot segments, encoded dots, slashes and backslashes are rejected with 400 before any routing, so
+Dot segments, encoded dots, slashes, backslashes and control characters are rejected with 400
+before any routing, so
 no rule (the localhost gate, the provider prefix) can be sidestepped by a path that some server
 on the way would normalise differently.
 """
@@ -13,11 +14,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import error_response
 
-_ENCODED_SEPARATOR = re.compile(rb"%(2e|2f|5c|00)", re.IGNORECASE)
+_ENCODED_SEPARATOR = re.compile(rb"%(2e|2f|5c|[01][0-9a-f]|7f)", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
 def is_safe_path(path: str, raw_path: bytes | None) -> bool:
-    if not path.startswith("/") or "\\" in path or "\x00" in path:
+    """False for dot segments, backslashes, control characters, and encoded ``.``, ``/``, ``\\``
+    or control characters."""
+    if not path.startswith("/") or _CONTROL.search(path):
         return False
     if raw_path is not None and _ENCODED_SEPARATOR.search(raw_path):
         return False

@@ -62,7 +62,12 @@ class AmpSecretsFile:
             logger.warning("cannot use Amp secrets file %s: %s", self.path, type(error).__name__)
             return None
         value = data.get(self.entry) if isinstance(data, dict) else None
-        return value if isinstance(value, str) and value else None
+        if not isinstance(value, str) or not value:
+            return None
+        if any(ch.isspace() or not ch.isprintable() for ch in value):
+            logger.warning("Amp secrets file %s: malformed key for %s; not using it", self.path, self.entry)
+            return None
+        return value
 
 
 class UpstreamKeyResolver:

@@ -89,6 +89,14 @@ def _validate_base_url(value: str, *, allow_empty: bool) -> str:
     return value.rstrip("/")
 
 
+def _check_key(value: SecretStr) -> SecretStr:
+    """A key goes into an HTTP header: no whitespace or control characters."""
+    secret = value.get_secret_value()
+    if any(ch.isspace() or not ch.isprintable() for ch in secret):
+        raise ValueError("a key must not contain spaces or control characters")
+    return value
+
+
 class ModelMapping(_ConfigModel):
     """Serve model ``source`` with the local model ``target`` (``from``/``to`` in YAML)."""
 
@@ -112,6 +120,16 @@ class UpstreamKeyMapping(_ConfigModel):
     upstream_api_key: SecretStr
     api_keys: list[SecretStr] = Field(min_length=1)
 
+    @field_validator("upstream_api_key")
+    @classmethod
+    def _check_upstream_key(cls, value: SecretStr) -> SecretStr:
+        return _check_key(value)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_client_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        return [_check_key(key) for key in value]
+
 
 class ProviderConfig(_ConfigModel):
     """A local backend of the standalone app."""
@@ -127,6 +145,11 @@ class ProviderConfig(_ConfigModel):
     @classmethod
     def _check_base_url(cls, value: str) -> str:
         return _validate_base_url(value, allow_empty=False)
+
+    @field_validator("api_key")
+    @classmethod
+    def _check_api_key(cls, value: SecretStr) -> SecretStr:
+        return _check_key(value)
 
 
 class Settings(BaseSettings):
@@ -152,6 +175,16 @@ class Settings(BaseSettings):
     @classmethod
     def _check_upstream_url(cls, value: str) -> str:
         return _validate_base_url(value, allow_empty=True)
+
+    @field_validator("amp_upstream_api_key")
+    @classmethod
+    def _check_upstream_key(cls, value: SecretStr) -> SecretStr:
+        return _check_key(value)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_client_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        return [_check_key(key) for key in value]
 
     @classmethod
     def settings_customise_sources(

@@ -107,6 +107,7 @@ class Standalone:
         overrides: Mapping[str, Any] | None = None,
         watch_config: bool = True,
         configure_logs: bool = True,
+        client: SharedClient | None = None,
     ) -> None:
         self.environ = os.environ if environ is None else environ
         self.config_path = config_path
@@ -114,7 +115,7 @@ class Standalone:
         self.given_settings = settings
         self.watch_config = watch_config and settings is None
         self.configure_logs = configure_logs
-        self.client = SharedClient()
+        self.client = client or SharedClient()
         self.routes: Routes | None = None
         self.backends: LocalBackends | None = None
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from ampbridge.http_client import SharedClient
 from ampbridge.settings import Settings
 from ampbridge.standalone import Standalone
 
@@ -17,7 +18,10 @@ from .servers import FIXTURES, RecordingServer, ServerThread, amp_upstream, mode
 def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """No test sees the developer's own keys, config or Amp secrets file."""
     for name in list(os.environ):
-        if name.startswith("AMPBRIDGE_") or name in ("AMP_API_KEY", "AMP_SETTINGS_FILE"):
+        if (name.startswith("AMPBRIDGE_") and name != "AMPBRIDGE_SOAK_SECONDS") or name in (
+            "AMP_API_KEY",
+            "AMP_SETTINGS_FILE",
+        ):
             monkeypatch.delenv(name)
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
@@ -42,9 +46,12 @@ def upstream(upstream_server: RecordingServer) -> RecordingServer:
 
 @contextmanager
 def running_bridge(
-    settings: Settings, environ: dict[str, str] | None = None, **config: Any
+    settings: Settings,
+    environ: dict[str, str] | None = None,
+    client: SharedClient | None = None,
+    **config: Any,
 ) -> Iterator[ServerThread]:
-    app = Standalone(settings=settings, environ=environ or {}, configure_logs=False)
+    app = Standalone(settings=settings, environ=environ or {}, configure_logs=False, client=client)
     with ServerThread(app, **config) as thread:
         thread.standalone = app  # type: ignore[attr-defined]
         yield thread
@@ -55,8 +62,13 @@ def bridge() -> Iterator[Callable[..., ServerThread]]:
     """``bridge(settings, environ=None)`` starts ampbridge's standalone app on 127.0.0.1."""
     stack: list[Any] = []
 
-    def start(settings: Settings, environ: dict[str, str] | None = None, **config: Any) -> ServerThread:
-        manager = running_bridge(settings, environ, **config)
+    def start(
+        settings: Settings,
+        environ: dict[str, str] | None = None,
+        client: SharedClient | None = None,
+        **config: Any,
+    ) -> ServerThread:
+        manager = running_bridge(settings, environ, client, **config)
         thread = manager.__enter__()
         stack.append(manager)
         return thread

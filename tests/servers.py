@@ -4,6 +4,7 @@ upstream, and a fake model backend that speaks the Anthropic, OpenAI and Gemini 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -28,7 +29,8 @@ class ServerThread:
     def __init__(self, app: ASGIApp, *, host: str = "127.0.0.1", **config: Any) -> None:
         self.app = app
         self.host = host
-        self.config = {"lifespan": "auto", "log_level": "warning", "proxy_headers": False, **config}
+        # log_config=None: uvicorn's records propagate to the root logger, where caplog sees them.
+        self.config = {"lifespan": "auto", "log_config": None, "proxy_headers": False, **config}
 
     def __enter__(self) -> ServerThread:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -140,6 +142,7 @@ class RecordingServer:
         self.requests: list[Recorded] = []
         self.routes: list[tuple[Callable[[str, str], bool], Handler, bool]] = []
         self.websockets: list[Recorded] = []
+        self.keep_records = True  # a soak turns this off: a minute of traffic is kept nowhere
         self.lock = threading.Lock()
 
     def route(
@@ -158,6 +161,7 @@ class RecordingServer:
             self.requests.clear()
             self.websockets.clear()
             self.routes = list(getattr(self, "default_routes", self.routes))
+            self.keep_records = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -182,8 +186,9 @@ class RecordingServer:
             if match(scope["method"], scope["path"]):
                 if not stream_body:
                     recorded.body = await read_all(receive)
-                with self.lock:
-                    self.requests.append(recorded)
+                if self.keep_records:
+                    with self.lock:
+                        self.requests.append(recorded)
                 await handler(scope, receive, send, recorded)
                 return
         recorded.body = await read_all(receive)
@@ -247,8 +252,16 @@ def model_handler(served_by: str, *, gate: threading.Event | None = None) -> Han
 
     async def handle(scope: Scope, receive: Receive, send: Send, rec: Recorded) -> None:
         path = rec.path
-        payload = json.loads(rec.body) if rec.body.startswith(b"{") else {}
-        model = payload.get("model") or path.rsplit("/models/", 1)[-1].split(":")[0]
+        try:
+            payload = json.loads(rec.body)
+        except (ValueError, RecursionError):
+            payload = {}
+        payload = payload if isinstance(payload, dict) else {}
+        model = (
+            payload.get("model")
+            if isinstance(payload.get("model"), str)
+            else path.rsplit("/models/", 1)[-1].split(":")[0]
+        )
         marker = [(b"x-served-by", served_by.encode())]
         if path.endswith("/messages/count_tokens"):
             await respond(send, 200, b'{"input_tokens": 42}', headers=marker)
@@ -417,3 +430,63 @@ def raw_request(
             answer += chunk
     head, _, body = answer.partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), body
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 that answers each connection with ``handler(connection)``: for
+    replies no well-behaved HTTP server would send (bad headers, resets, stalls)."""
+
+    def __init__(self, handler: Callable[[socket.socket], None]) -> None:
+        self.handler = handler
+        self.release = threading.Event()  # handlers that stall wait on this
+        self.peer_closed = threading.Event()  # set by handlers that see the client go away
+
+    def __enter__(self) -> RawServer:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+        return self
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(connection,), daemon=True).start()
+
+    def _handle(self, connection: socket.socket) -> None:
+        with connection:
+            try:
+                self.handler(connection)
+            except OSError:
+                self.peer_closed.set()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        self.listener.close()
+        self.thread.join(5)
+
+
+def read_request_head(connection: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def reset(connection: socket.socket) -> None:
+    """Close with a TCP reset instead of an orderly shutdown."""
+    import struct
+
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    connection.close()
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,10 +33,12 @@ class Served:
     def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # Output goes to a file, not a pipe: a pipe nobody reads fills up and blocks the server.
+        self.output = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ampbridge.cli", "serve", "--port", str(self.port), *args],
             cwd=cwd,
-            stdout=subprocess.PIPE,
+            stdout=self.output,
             stderr=subprocess.STDOUT,
             text=True,
             env={**os.environ, **(env or {})},
@@ -56,10 +59,15 @@ class Served:
         if self.process.poll() is None:
             self.process.terminate()
         try:
-            output, _ = self.process.communicate(timeout=15)
+            self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            output, _ = self.process.communicate()
+            self.process.wait()
+        if self.output.closed:
+            return ""
+        self.output.seek(0)
+        output = self.output.read()
+        self.output.close()
         return output
 
 
