@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from http.cookiejar import DefaultCookiePolicy
 from types import TracebackType
 
 import httpx
+
+from .pool import StackPoolTransport
 
 # Model turns stream for minutes with long silent stretches (thinking); Amp's own SDKs wait 600 s.
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=30.0)
@@ -38,7 +41,17 @@ class SharedClient:
 
     async def __aenter__(self) -> SharedClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout, limits=self.limits, follow_redirects=False)
+            self._client = httpx.AsyncClient(
+                transport=StackPoolTransport(
+                    keepalive_expiry=self.limits.keepalive_expiry or 0.0,
+                    max_idle_per_origin=self.limits.max_keepalive_connections or 0,
+                ),
+                timeout=self.timeout,
+                follow_redirects=False,
+            )
+            # One client serves every user: it must never keep a cookie that a response sets and
+            # send it with a later request. Cookies travel only as each client's own header.
+            self._client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         return self
 
     async def __aexit__(

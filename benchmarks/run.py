@@ -1,0 +1,409 @@
+"""Measure ampbridge against a direct connection and a naive Python proxy, interleaved in one run.
+
+Run:  python -m benchmarks.run [--rounds 3] [--seconds 4] [--out benchmarks/results/latest.json]
+
+Systems: ``direct`` (the fake backend itself), ``naive`` (benchmarks/naive_proxy.py),
+``local`` (ampbridge serving a configured model from the fake backend) and ``upstream``
+(ampbridge forwarding an unknown model to the fake as its Amp upstream). Every load runs on every
+system in turn, round after round; the report gives medians and ratios within the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+PATH = "/api/provider/anthropic/v1/messages"
+LOCAL_MODEL, REMOTE_MODEL = "bench-local", "bench-remote"
+SYSTEMS = ("direct", "naive", "local", "upstream")
+BIG_BODY_BYTES = 10 * 1024 * 1024
+
+
+def small_body(model: str, stream: bool = False) -> bytes:
+    body = {
+        "model": model,
+        "max_tokens": 16,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen
+    url: str
+
+    def rss(self) -> int:
+        return _status_kib(self.process.pid, "VmRSS") * 1024
+
+    def reset_peak(self) -> None:
+        Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")  # resets VmHWM
+
+    def peak(self) -> int:
+        return _status_kib(self.process.pid, "VmHWM") * 1024
+
+
+def _status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise LookupError(field)
+
+
+def start(name: str, args: list[str], port: int, stack: ExitStack, log_dir: Path, cwd: Path) -> Server:
+    log = (log_dir / f"{name}.log").open("w")
+    stack.callback(log.close)
+    process = subprocess.Popen(
+        [sys.executable, *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(HERE.parent)},
+    )
+
+    def stop() -> None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+    stack.callback(stop)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(url + "/healthz", timeout=1)
+            return Server(name, process, url)
+        except httpx.TransportError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start; see {log_dir / (name + '.log')}") from None
+            time.sleep(0.1)
+
+
+# --- wrk: request rates and latency --------------------------------------------------------
+
+
+def wrk_script(directory: Path, body: bytes) -> Path:
+    path = directory / f"post-{abs(hash(body))}.lua"
+    path.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(body.decode())}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
+    return path
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def run_wrk(url: str, script: Path, connections: int, seconds: int) -> dict:
+    threads = 1 if connections == 1 else 2
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            str(threads),
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
+    for pct in ("50", "99"):
+        value, unit = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)\b", out).groups()
+        result[f"p{pct}_ms"] = float(value) * _UNITS[unit]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result["errors"] = int(errors.group(1)) if errors else 0
+    return result
+
+
+# --- SSE: time to first event and total, with a raw asyncio client ------------------------------
+
+
+async def one_stream(host: str, port: int, body: bytes) -> tuple[float, float]:
+    started = time.perf_counter()
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        f"POST {PATH} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Accept: text/event-stream\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+    first = None
+    data = b""
+    while chunk := await reader.read(65536):
+        data += chunk
+        if first is None and b"data:" in data:
+            first = time.perf_counter() - started
+    writer.close()
+    if b" 200 " not in data[:20] or data.count(b"data:") < 50:
+        raise RuntimeError(f"bad stream: {data[:200]!r}")
+    return first or float("nan"), time.perf_counter() - started
+
+
+async def streams(url: str, count: int, body: bytes, server: Server | None) -> dict:
+    host, port = url.removeprefix("http://").split(":")
+    peak = 0
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            if server:
+                peak = max(peak, server.rss())
+            await asyncio.sleep(0.02)
+
+    sampler = asyncio.create_task(sample())
+    before = server.rss() if server else 0
+    results = await asyncio.gather(*(one_stream(host, int(port), body) for _ in range(count)))
+    done.set()
+    await sampler
+    ttfb = sorted(r[0] * 1000 for r in results)
+    total = sorted(r[1] * 1000 for r in results)
+    return {
+        "ttfb_p50_ms": statistics.median(ttfb),
+        "ttfb_p99_ms": ttfb[min(len(ttfb) - 1, int(len(ttfb) * 0.99))],
+        "total_p50_ms": statistics.median(total),
+        "peak_rss_mib": peak / 2**20,
+        "rss_growth_mib": (peak - before) / 2**20,
+    }
+
+
+# --- one large body ------------------------------------------------------------------------
+
+
+def big_body(model: str) -> bytes:
+    head = small_body(model)[:-1]
+    return head + b',"metadata":{"padding":"' + b"x" * (BIG_BODY_BYTES - len(head) - 30) + b'"}}'
+
+
+def upload(url: str, body: bytes, server: Server) -> dict:
+    before = server.rss()
+    server.reset_peak()
+    started = time.perf_counter()
+    response = httpx.post(url + PATH, content=body, headers={"Content-Type": "application/json"}, timeout=60)
+    elapsed = time.perf_counter() - started
+    response.raise_for_status()
+    return {
+        "seconds": elapsed,
+        "rss_growth_mib": (server.peak() - before) / 2**20,
+        "growth_per_body": (server.peak() - before) / len(body),
+    }
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def ensure_wrk() -> None:
+    if shutil.which("wrk"):
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("installing wrk from Debian's packages ...", flush=True)
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+    if not shutil.which("wrk"):
+        sys.exit("benchmarks need wrk: apt-get install wrk")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=4, help="duration of each wrk run")
+    parser.add_argument("--streams", type=int, default=256, help="concurrent SSE streams in the wide run")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
+    args = parser.parse_args()
+    ensure_wrk()
+    work = Path(tempfile.mkdtemp(prefix="ampbridge-bench-"))
+    with ExitStack() as stack:
+        fake_port, naive_port, amp_port = free_port(), free_port(), free_port()
+        fake = start("fake", ["-m", "benchmarks.fake_backend", str(fake_port)], fake_port, stack, work, work)
+        naive = start(
+            "naive",
+            ["-m", "benchmarks.naive_proxy", str(naive_port), fake.url],
+            naive_port,
+            stack,
+            work,
+            work,
+        )
+        (work / "config.yaml").write_text(
+            json.dumps(
+                {
+                    "amp-upstream-url": fake.url,
+                    "providers": [
+                        {"name": "bench", "type": "anthropic", "base-url": fake.url, "models": [LOCAL_MODEL]}
+                    ],
+                }
+            )
+        )
+        amp = start(
+            "ampbridge",
+            ["-m", "ampbridge.cli", "serve", "--port", str(amp_port), "--config", str(work / "config.yaml")],
+            amp_port,
+            stack,
+            work,
+            work,
+        )
+        targets = {
+            "direct": (fake, REMOTE_MODEL),
+            "naive": (naive, REMOTE_MODEL),
+            "local": (amp, LOCAL_MODEL),
+            "upstream": (amp, REMOTE_MODEL),
+        }
+        scripts = {name: wrk_script(work, small_body(model)) for name, (_, model) in targets.items()}
+        samples: dict[str, dict[str, list[dict]]] = {}
+
+        def record(load: str, system: str, result: dict) -> None:
+            samples.setdefault(load, {}).setdefault(system, []).append(result)
+            print(f"  {load:<12} {system:<9} {json.dumps(result)}", flush=True)
+
+        for name, (server, _) in targets.items():  # warm up every path once
+            run_wrk(server.url + PATH, scripts[name], 8, 1)
+        for round_number in range(1, args.rounds + 1):
+            print(f"round {round_number}/{args.rounds}", flush=True)
+            for name, (server, _) in targets.items():
+                record("post_c1", name, run_wrk(server.url + PATH, scripts[name], 1, args.seconds))
+            for name, (server, _) in targets.items():
+                record("post_c64", name, run_wrk(server.url + PATH, scripts[name], 64, args.seconds))
+            for name, (server, model) in targets.items():
+                result = asyncio.run(streams(server.url, 1, small_body(model, stream=True), server))
+                record("sse_1", name, result)
+            for name, (server, model) in targets.items():
+                result = asyncio.run(
+                    streams(server.url, args.streams, small_body(model, stream=True), server)
+                )
+                record(f"sse_{args.streams}", name, result)
+            for name, (server, model) in targets.items():
+                record("body_10mib", name, upload(server.url, big_body(model), server))
+    report = summarize(samples, args.streams)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"samples": samples, "summary": report}, indent=2))
+    print_report(report, args.streams)
+    print(f"\nresults: {args.out}")
+
+
+def median_of(results: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in results)
+
+
+def summarize(samples: dict, wide: int) -> dict:
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for load, systems in samples.items():
+        summary[load] = {
+            system: {key: median_of(results, key) for key in results[0]}
+            for system, results in systems.items()
+        }
+    return summary
+
+
+def print_report(summary: dict, wide: int) -> None:
+    rows = [
+        ("post_c1", "p50_ms", "small POST, c=1, p50 latency (ms)"),
+        ("post_c1", "p99_ms", "small POST, c=1, p99 latency (ms)"),
+        ("post_c64", "rps", "small POST, c=64, requests/s"),
+        ("post_c64", "p50_ms", "small POST, c=64, p50 latency (ms)"),
+        ("post_c64", "p99_ms", "small POST, c=64, p99 latency (ms)"),
+        ("sse_1", "ttfb_p50_ms", "SSE x1, time to first event (ms)"),
+        ("sse_1", "total_p50_ms", "SSE x1, total (ms)"),
+        (f"sse_{wide}", "ttfb_p50_ms", f"SSE x{wide}, time to first event p50 (ms)"),
+        (f"sse_{wide}", "ttfb_p99_ms", f"SSE x{wide}, time to first event p99 (ms)"),
+        (f"sse_{wide}", "total_p50_ms", f"SSE x{wide}, total p50 (ms)"),
+        (f"sse_{wide}", "peak_rss_mib", f"SSE x{wide}, server peak RSS (MiB)"),
+        ("body_10mib", "seconds", "10 MiB body, seconds"),
+        ("body_10mib", "growth_per_body", "10 MiB body, peak RSS growth / body size"),
+    ]
+    header = f"{'measure':<46}" + "".join(f"{s:>10}" for s in SYSTEMS) + f"{'local/dir':>11}{'up/naive':>10}"
+    print("\n" + header + "\n" + "-" * len(header))
+    for load, key, label in rows:
+        values = {s: summary[load][s][key] for s in SYSTEMS}
+        ratio_direct = values["local"] / values["direct"] if values["direct"] else float("nan")
+        ratio_naive = values["upstream"] / values["naive"] if values["naive"] else float("nan")
+        print(
+            f"{label:<46}"
+            + "".join(f"{values[s]:>10.2f}" for s in SYSTEMS)
+            + f"{ratio_direct:>11.2f}{ratio_naive:>10.2f}"
+        )
+    c1, c64, sse = summary["post_c1"], summary["post_c64"], summary[f"sse_{wide}"]
+    checks = [
+        (
+            "added p50 latency at c=1, local path <= 1.5 ms",
+            c1["local"]["p50_ms"] - c1["direct"]["p50_ms"],
+            1.5,
+        ),
+        (
+            "added p50 latency at c=1, upstream path <= 1.5 ms",
+            c1["upstream"]["p50_ms"] - c1["direct"]["p50_ms"],
+            1.5,
+        ),
+        ("throughput at c=64 vs naive, local path >= 1.5x", c64["local"]["rps"] / c64["naive"]["rps"], -1.5),
+        (
+            "throughput at c=64 vs naive, upstream path >= 1.5x",
+            c64["upstream"]["rps"] / c64["naive"]["rps"],
+            -1.5,
+        ),
+        (
+            "SSE x1 time to first event, local path, within 2 ms of direct",
+            summary["sse_1"]["local"]["ttfb_p50_ms"] - summary["sse_1"]["direct"]["ttfb_p50_ms"],
+            2.0,
+        ),
+        (
+            "SSE x1 time to first event, upstream path, within 2 ms of direct",
+            summary["sse_1"]["upstream"]["ttfb_p50_ms"] - summary["sse_1"]["direct"]["ttfb_p50_ms"],
+            2.0,
+        ),
+        (
+            f"SSE x{wide}, ampbridge peak RSS < 150 MiB",
+            max(sse["local"]["peak_rss_mib"], sse["upstream"]["peak_rss_mib"]),
+            150,
+        ),
+        (
+            "10 MiB body, peak RSS growth < 3x body, local path",
+            summary["body_10mib"]["local"]["growth_per_body"],
+            3.0,
+        ),
+        (
+            "10 MiB body, peak RSS growth < 3x body, upstream path",
+            summary["body_10mib"]["upstream"]["growth_per_body"],
+            3.0,
+        ),
+    ]
+    print("\ntargets:")
+    for label, value, limit in checks:
+        met = value >= -limit if limit < 0 else value <= limit
+        print(f"  {'MET   ' if met else 'MISSED'} {label}: {value:.2f}")
+
+
+if __name__ == "__main__":
+    main()
