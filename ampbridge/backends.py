@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from .errors import error_response
-from .fallback import MODEL_SCOPE, parse_json_object, replay
+from .fallback import MODEL_SCOPE, replay
 from .headers import RawHeaders, scrub_request_headers
 from .http_client import SharedClient
 from .models import ModelPatterns, WireFormat, describe_model, split_thinking_suffix
@@ -30,8 +30,8 @@ from .proxy import (
     Exchange,
     body_too_large,
     declared_length,
-    read_body,
 )
+from .request_body import RequestBody
 from .settings import ProviderConfig
 
 logger = logging.getLogger("ampbridge.backends")
@@ -240,15 +240,15 @@ class LocalBackends:
                 await body_too_large(self.max_body_size)(scope, receive, send)
                 return
             try:
-                body = await read_body(receive, self.max_body_size)
+                body = await RequestBody.read(receive, self.max_body_size)
             except BodyTooLarge:
                 await body_too_large(self.max_body_size)(scope, receive, send)
                 return
             except ClientDisconnected:
                 return
-            receive = replay(body, receive)
-            payload = parse_json_object(body)
-            model = payload.get("model") if payload else None
+            model = body.payload.get("model") if body.payload else None
+            receive = replay(body.take_bytes(), receive)
+            del body
         model = model or path_model
         if not isinstance(model, str):
             await error_response(400, "invalid_request", "The request names no model")(scope, receive, send)

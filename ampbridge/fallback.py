@@ -8,11 +8,9 @@ decision, the models, the status and the time taken.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,11 +19,11 @@ from .headers import RawHeaders
 from .mapping import ModelMapper, RouteDecision, decide
 from .models import LocalModels, WireFormat, as_local_models, describe_model
 from .provider_alias import CallKind, ProviderCall, provider_call
-from .proxy import BodyTooLarge, ClientDisconnected, body_too_large, declared_length, read_body
+from .proxy import BodyTooLarge, ClientDisconnected, body_too_large, declared_length
+from .request_body import RequestBody
 from .rewrite import (
     ResponseFixer,
     RewritingSend,
-    dump_json,
     requested_tool_names,
     sanitize_anthropic_request,
 )
@@ -38,27 +36,16 @@ DROPPED_BETAS = frozenset({b"context-1m-2025-08-07"})  # needs a plan local keys
 
 
 def replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that first hands over ``body`` (already read), then defers to ``receive``."""
-    pending = True
+    """A ``receive`` that first hands over ``body`` (already read), then defers to ``receive``.
+    It keeps no reference to the body once handed over."""
+    pending = [body]
 
     async def replayed() -> Message:
-        nonlocal pending
         if pending:
-            pending = False
-            return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.request", "body": pending.pop(), "more_body": False}
         return await receive()
 
     return replayed
-
-
-def parse_json_object(body: bytes) -> dict[str, Any] | None:
-    if not body:
-        return None
-    try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def local_headers(headers: RawHeaders, body_length: int | None) -> RawHeaders:
@@ -115,14 +102,13 @@ class AmpFallback:
             await body_too_large(self.max_body_size)(scope, receive, send)
             return
         try:
-            body = await read_body(receive, self.max_body_size)
+            body = await RequestBody.read(receive, self.max_body_size)
         except BodyTooLarge:
             await body_too_large(self.max_body_size)(scope, receive, send)
             return
         except ClientDisconnected:
             return
-        payload = parse_json_object(body)
-        model = payload.get("model") if payload is not None else None
+        model = body.payload.get("model") if body.payload is not None else None
         if not isinstance(model, str) or not model:
             model = call.path_model
         recorder = _StatusRecorder(send)
@@ -154,15 +140,14 @@ class AmpFallback:
                     scope, receive, recorder
                 )
             else:
-                await self._serve_locally(
-                    call, scope, body, payload, model, resolved, decision, receive, recorder
-                )
+                await self._serve_locally(call, scope, body, model, resolved, decision, receive, recorder)
         if logger.isEnabledFor(logging.INFO):
             _log_decision(decision, call, model, resolved, recorder.status, time.perf_counter() - started)
 
     async def _forward(
-        self, call: ProviderCall, scope: Scope, body: bytes, receive: Receive, send: Send
+        self, call: ProviderCall, scope: Scope, body: RequestBody, receive: Receive, send: Send
     ) -> None:
+        """Send the request to the Amp upstream exactly as Amp sent it."""
         assert self.upstream is not None
         original = {
             **scope,
@@ -170,23 +155,24 @@ class AmpFallback:
             "raw_path": call.original_raw_path,
             "root_path": call.original_root_path,
         }
-        await self.upstream(original, replay(body, receive), send)
+        await self.upstream(original, replay(body.take_bytes(), receive), send)
 
     async def _serve_locally(
         self,
         call: ProviderCall,
         scope: Scope,
-        body: bytes,
-        payload: dict[str, Any] | None,
+        body: RequestBody,
         requested: str,
         resolved: str,
         decision: RouteDecision,
         receive: Receive,
         send: Send,
     ) -> None:
+        """Hand the request to the local app with the compatibility fixes applied."""
         mapped = decision is RouteDecision.MAPPED
         changed = False
         tool_names: dict[str, str] = {}
+        payload = body.payload
         if payload is not None:
             if call.wire_format is WireFormat.ANTHROPIC:
                 changed = sanitize_anthropic_request(payload)
@@ -194,11 +180,11 @@ class AmpFallback:
             if mapped and "model" in payload:
                 payload["model"] = resolved
                 changed = True
-        if changed:
-            body = dump_json(payload)
+        del payload
+        data = body.take_rewritten() if changed else body.take_bytes()
         local_scope = {
             **scope,
-            "headers": local_headers(scope["headers"], len(body) if changed else None),
+            "headers": local_headers(scope["headers"], len(data) if changed else None),
             MODEL_SCOPE: resolved,
         }
         if mapped and call.path_model is not None:
@@ -209,11 +195,9 @@ class AmpFallback:
             requested_model=requested if mapped else None,
             tool_names=tool_names,
         )
-        await self.app(
-            local_scope,
-            replay(body, receive),
-            RewritingSend(send, fixer, max_json_size=self.max_body_size),
-        )
+        replayed = replay(data, receive)
+        del data  # the replay holds the only reference, and lets go once it is read
+        await self.app(local_scope, replayed, RewritingSend(send, fixer, max_json_size=self.max_body_size))
 
 
 def _no_provider_message(model: str) -> str:

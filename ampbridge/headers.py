@@ -57,7 +57,8 @@ def scrub_request_headers(
 ) -> RawHeaders:
     """Drop credentials, hop-by-hop, proxy-identity and rebuilt headers from a client request."""
     headers = list(headers)
-    drop = REQUEST_DROP | extra_drop | connection_named(headers)
+    named = connection_named(headers)
+    drop = REQUEST_DROP | extra_drop | named if (named or extra_drop) else REQUEST_DROP
     return [
         (name, value)
         for name, value in headers
@@ -68,7 +69,8 @@ def scrub_request_headers(
 def scrub_response_headers(headers: Iterable[tuple[bytes, bytes]], *, strip_cors: bool) -> RawHeaders:
     """Drop hop-by-hop headers (and, on control-plane routes, CORS grants) from a response."""
     headers = list(headers)
-    drop = HOP_BY_HOP | connection_named(headers)
+    named = connection_named(headers)
+    drop = HOP_BY_HOP | named if named else HOP_BY_HOP
     return [
         (name, value)
         for name, value in headers

@@ -57,14 +57,6 @@ def upstream_accept_encoding(scope: Scope) -> bytes:
     return b"gzip" if b"gzip" in accepted.lower() else b"identity"
 
 
-async def read_body(receive: Receive, limit: int) -> bytes:
-    """Read a whole request body, at most ``limit`` bytes."""
-    parts = []
-    async for chunk in stream_body(receive, limit, anyio.Event()):
-        parts.append(chunk)
-    return b"".join(parts)
-
-
 async def stream_body(receive: Receive, limit: int, done: anyio.Event) -> AsyncIterator[bytes]:
     total = 0
     try:

@@ -20,6 +20,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import Message, Send
 
 from .models import WireFormat
+from .request_body import dump_json
 
 # --- requests ------------------------------------------------------------------------------
 
@@ -188,10 +189,6 @@ def _function_calls(value: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _dicts(value: Any) -> list[dict[str, Any]]:
     return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
-
-
-def dump_json(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 # --- SSE ------------------------------------------------------------------------------------

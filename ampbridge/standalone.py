@@ -148,10 +148,10 @@ class Standalone:
         }
         return Routes(
             settings=settings,
-            api=api,
-            browser=control_plane(upstream, **gate),  # exempt from client keys: browsers cannot send one
-            actors=control_plane(upstream, client_keys=settings.client_keys, **gate),
-            local=ClientKeyAuth(backends, keys=settings.client_keys),
+            api=api,  # amp_api checks its paths itself
+            browser=SafePaths(control_plane(upstream, **gate)),  # no client keys: browsers cannot send one
+            actors=SafePaths(control_plane(upstream, client_keys=settings.client_keys, **gate)),
+            local=SafePaths(ClientKeyAuth(backends, keys=settings.client_keys)),
         )
 
     # --- serving --------------------------------------------------------------------------
@@ -166,7 +166,7 @@ class Standalone:
         app = routes.pick(scope)
         if app is routes.api:
             scope = {**scope, "root_path": scope.get("root_path", "") + "/api"}
-        await SafePaths(app)(scope, receive, send)
+        await app(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup

@@ -174,7 +174,9 @@ async def one_stream(host: str, port: int, body: bytes) -> tuple[float, float]:
     return first or float("nan"), time.perf_counter() - started
 
 
-async def streams(url: str, count: int, body: bytes, server: Server | None) -> dict:
+async def streams(
+    url: str, count: int, body: bytes, server: Server | None, *, one_by_one: bool = False
+) -> dict:
     host, port = url.removeprefix("http://").split(":")
     peak = 0
     done = asyncio.Event()
@@ -188,7 +190,10 @@ async def streams(url: str, count: int, body: bytes, server: Server | None) -> d
 
     sampler = asyncio.create_task(sample())
     before = server.rss() if server else 0
-    results = await asyncio.gather(*(one_stream(host, int(port), body) for _ in range(count)))
+    if one_by_one:
+        results = [await one_stream(host, int(port), body) for _ in range(count)]
+    else:
+        results = await asyncio.gather(*(one_stream(host, int(port), body) for _ in range(count)))
     done.set()
     await sampler
     ttfb = sorted(r[0] * 1000 for r in results)
@@ -298,7 +303,9 @@ def main() -> None:
             for name, (server, _) in targets.items():
                 record("post_c64", name, run_wrk(server.url + PATH, scripts[name], 64, args.seconds))
             for name, (server, model) in targets.items():
-                result = asyncio.run(streams(server.url, 1, small_body(model, stream=True), server))
+                result = asyncio.run(
+                    streams(server.url, 5, small_body(model, stream=True), server, one_by_one=True)
+                )
                 record("sse_1", name, result)
             for name, (server, model) in targets.items():
                 result = asyncio.run(

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import string
 
+import anyio
 import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ampbridge.fallback import parse_json_object
 from ampbridge.headers import (
     CLIENT_CREDENTIALS,
     HOP_BY_HOP,
@@ -20,6 +20,7 @@ from ampbridge.headers import (
 )
 from ampbridge.models import split_thinking_suffix
 from ampbridge.provider_alias import parse_provider_call
+from ampbridge.request_body import RequestBody, parse_json_object
 from ampbridge.safe_paths import is_safe_path
 
 from .conftest import provider_settings
@@ -279,3 +280,25 @@ def test_query_scrubbing_removes_only_client_keys(pairs):
     assert [p for p in remaining] == [
         [k, v] for k, v in pairs if not (k in ("key", "auth_token") and v == "secret")
     ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=200) | st.text(max_size=100).map(lambda t: t.encode("utf-8")),
+    st.integers(min_value=1, max_value=50),
+)
+def test_a_body_read_for_the_model_lookup_is_replayed_byte_for_byte(body, chunk_size):
+    messages = [
+        {"type": "http.request", "body": body[i : i + chunk_size], "more_body": i + chunk_size < len(body)}
+        for i in range(0, len(body), chunk_size)
+    ] or [{"type": "http.request", "body": b""}]
+
+    async def run() -> bytes:
+        queue = list(messages)
+
+        async def receive():
+            return queue.pop(0)
+
+        return (await RequestBody.read(receive, 10_000)).take_bytes()
+
+    assert anyio.run(run) == body

@@ -1,0 +1,67 @@
+"""``RequestBody``: a model call's body, read whole for the model lookup and held only once.
+
+While its JSON is in use the body is kept as text (``json`` parses text without another copy);
+when it is sent on, the text is encoded back, which yields exactly the bytes received (UTF-8
+decoding and encoding are inverse). A body that is not UTF-8 stays as bytes. So a large body
+costs about twice its size at the peak, not four times (bytes, decoded text, parsed values,
+send buffer).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+from starlette.types import Receive
+
+from .proxy import stream_body
+
+
+class RequestBody:
+    __slots__ = ("_raw", "_text", "payload")
+
+    def __init__(self, raw: bytes | None, text: str | None, payload: dict[str, Any] | None) -> None:
+        self._raw = raw
+        self._text = text
+        self.payload = payload  # the JSON object, when the body is one
+
+    @classmethod
+    async def read(cls, receive: Receive, limit: int) -> RequestBody:
+        """Read the whole body (raises ``BodyTooLarge`` / ``ClientDisconnected``)."""
+        chunks = [chunk async for chunk in stream_body(receive, limit, anyio.Event())]
+        raw = b"".join(chunks)
+        chunks.clear()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return cls(raw, None, None)
+        del raw
+        return cls(None, text, parse_json_object(text))
+
+    def take_bytes(self) -> bytes:
+        """The exact bytes received; the body is released."""
+        self.payload = None
+        raw, text = self._raw, self._text
+        self._raw = self._text = None
+        return raw if raw is not None else (text or "").encode("utf-8")
+
+    def take_rewritten(self) -> bytes:
+        """``payload`` serialised, after a change to it; the body is released."""
+        self._raw = self._text = None
+        payload, self.payload = self.payload, None
+        return dump_json(payload)
+
+
+def parse_json_object(text: str | bytes) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def dump_json(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
