@@ -66,6 +66,28 @@ def quick_bridge(bridge, upstream_url: str, **settings) -> ServerThread:
     )
 
 
+BACKEND_UNREACHABLE = {"error": "backend_unreachable", "message": "Failed to reach local backend 'faulty'"}
+MODEL_BODY = b'{"model":"m","stream":true}'
+
+
+@pytest.fixture(params=["upstream", "backend"])
+def faulty_side(request, bridge):
+    """``connect(url) -> (ampbridge, request_path, expected_502_body)``: the misbehaving server is
+    either the Amp upstream (a control-plane call) or a local backend (a model call)."""
+
+    def connect(url: str):
+        if request.param == "upstream":
+            return quick_bridge(bridge, url), "/api/internal?getUserInfo", UNREACHABLE
+        provider = {"name": "faulty", "type": "anthropic", "base-url": url, "models": ["m"]}
+        return (
+            quick_bridge(bridge, "", providers=[provider]),
+            "/api/provider/anthropic/v1/messages",
+            BACKEND_UNREACHABLE,
+        )
+
+    return connect
+
+
 def test_upstream_refuses(bridge, watch):
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
@@ -112,20 +134,20 @@ def test_upstream_times_out_on_connect(bridge, watch):
     ],
     ids=["malformed", "huge", "bare-cr", "not-http"],
 )
-def test_upstream_sends_a_bad_header(bridge, watch, reply):
+def test_a_bad_header_in_the_reply(faulty_side, watch, reply):
     def answer(connection: socket.socket) -> None:
         read_request_head(connection)
         connection.sendall(reply)
 
     with RawServer(answer) as raw:
-        ampbridge = quick_bridge(bridge, raw.url)
+        ampbridge, path, unreachable = faulty_side(raw.url)
         check = watch(ampbridge)
-        response = httpx.post(f"{ampbridge.url}/api/internal?getUserInfo", content=b"{}")
-        assert (response.status_code, response.json()) == (502, UNREACHABLE)
+        response = httpx.post(f"{ampbridge.url}{path}", content=MODEL_BODY)
+        assert (response.status_code, response.json()) == (502, unreachable)
     check()
 
 
-def test_upstream_resets_mid_stream(bridge, watch):
+def test_a_reset_mid_stream(faulty_side, watch):
     def answer(connection: socket.socket) -> None:
         read_request_head(connection)
         connection.sendall(
@@ -136,12 +158,12 @@ def test_upstream_resets_mid_stream(bridge, watch):
         reset(connection)
 
     with RawServer(answer) as raw:
-        ampbridge = quick_bridge(bridge, raw.url)
+        ampbridge, path, _ = faulty_side(raw.url)
         check = watch(ampbridge)
         received = []
         with (
             pytest.raises(httpx.RemoteProtocolError),
-            httpx.stream("GET", f"{ampbridge.url}/api/events") as response,
+            httpx.stream("POST", f"{ampbridge.url}{path}", content=MODEL_BODY) as response,
         ):
             assert response.status_code == 200
             for line in response.iter_lines():
@@ -150,7 +172,7 @@ def test_upstream_resets_mid_stream(bridge, watch):
     check()
 
 
-def test_upstream_stalls_mid_body(bridge, watch):
+def test_a_stall_mid_body(faulty_side, watch):
     def answer(connection: socket.socket) -> None:
         read_request_head(connection)
         connection.sendall(
@@ -159,28 +181,28 @@ def test_upstream_stalls_mid_body(bridge, watch):
         raw.release.wait(10)
 
     with RawServer(answer) as raw:
-        ampbridge = quick_bridge(bridge, raw.url)
+        ampbridge, path, _ = faulty_side(raw.url)
         check = watch(ampbridge)
         started = time.monotonic()
         with pytest.raises(httpx.RemoteProtocolError):
-            httpx.get(f"{ampbridge.url}/api/user", timeout=10)
+            httpx.post(f"{ampbridge.url}{path}", content=MODEL_BODY, timeout=10)
         assert time.monotonic() - started < 5  # cut at the read timeout, not left hanging
         raw.release.set()
     check()
 
 
-def test_upstream_closes_early_on_a_large_upload(bridge, watch):
+def test_an_early_close_on_a_large_upload(faulty_side, watch):
     def answer(connection: socket.socket) -> None:
         read_request_head(connection)
         connection.recv(65536)
         reset(connection)
 
     with RawServer(answer) as raw:
-        ampbridge = quick_bridge(bridge, raw.url)
+        ampbridge, path, unreachable = faulty_side(raw.url)
         check = watch(ampbridge)
-        body = b"x" * (20 * 1024 * 1024)
-        response = httpx.post(f"{ampbridge.url}/api/internal?uploadThread", content=body, timeout=20)
-        assert (response.status_code, response.json()) == (502, UNREACHABLE)
+        body = b'{"model":"m","pad":"' + b"x" * (20 * 1024 * 1024) + b'"}'
+        response = httpx.post(f"{ampbridge.url}{path}", content=body, timeout=20)
+        assert (response.status_code, response.json()) == (502, unreachable)
     check()
 
 
