@@ -13,12 +13,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import platformdirs
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -90,11 +91,14 @@ def _validate_base_url(value: str, *, allow_empty: bool) -> str:
 
 
 def _check_key(value: SecretStr) -> SecretStr:
-    """A key goes into an HTTP header: no whitespace or control characters."""
     secret = value.get_secret_value()
     if any(ch.isspace() or not ch.isprintable() for ch in secret):
         raise ValueError("a key must not contain spaces or control characters")
     return value
+
+
+# A key goes into an HTTP header: no whitespace or control characters, never shown.
+Key = Annotated[SecretStr, AfterValidator(_check_key)]
 
 
 class ModelMapping(_ConfigModel):
@@ -117,18 +121,8 @@ class ModelMapping(_ConfigModel):
 class UpstreamKeyMapping(_ConfigModel):
     """Clients that authenticate with one of ``api_keys`` use ``upstream_api_key`` upstream."""
 
-    upstream_api_key: SecretStr
-    api_keys: list[SecretStr] = Field(min_length=1)
-
-    @field_validator("upstream_api_key")
-    @classmethod
-    def _check_upstream_key(cls, value: SecretStr) -> SecretStr:
-        return _check_key(value)
-
-    @field_validator("api_keys")
-    @classmethod
-    def _check_client_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
-        return [_check_key(key) for key in value]
+    upstream_api_key: Key
+    api_keys: list[Key] = Field(min_length=1)
 
 
 class ProviderConfig(_ConfigModel):
@@ -137,7 +131,7 @@ class ProviderConfig(_ConfigModel):
     name: str = Field(min_length=1)
     type: Literal["anthropic", "openai", "google"]
     base_url: str
-    api_key: SecretStr = SecretStr("")
+    api_key: Key = SecretStr("")
     models: list[str] | None = None
     headers: dict[str, SecretStr] = Field(default_factory=dict)
 
@@ -145,11 +139,6 @@ class ProviderConfig(_ConfigModel):
     @classmethod
     def _check_base_url(cls, value: str) -> str:
         return _validate_base_url(value, allow_empty=False)
-
-    @field_validator("api_key")
-    @classmethod
-    def _check_api_key(cls, value: SecretStr) -> SecretStr:
-        return _check_key(value)
 
 
 class Settings(BaseSettings):
@@ -162,12 +151,12 @@ class Settings(BaseSettings):
     debug: bool = False
     logging_to_file: bool = False
     amp_upstream_url: str = DEFAULT_UPSTREAM
-    amp_upstream_api_key: SecretStr = SecretStr("")
+    amp_upstream_api_key: Key = SecretStr("")
     amp_upstream_api_keys: list[UpstreamKeyMapping] = Field(default_factory=list)
     amp_restrict_management_to_localhost: bool = True
     amp_model_mappings: list[ModelMapping] = Field(default_factory=list)
     amp_force_model_mappings: bool = False
-    api_keys: list[SecretStr] = Field(default_factory=list)
+    api_keys: list[Key] = Field(default_factory=list)
     max_body_size: int = Field(64 * 1024 * 1024, gt=0)
     providers: list[ProviderConfig] = Field(default_factory=list)
 
@@ -175,16 +164,6 @@ class Settings(BaseSettings):
     @classmethod
     def _check_upstream_url(cls, value: str) -> str:
         return _validate_base_url(value, allow_empty=True)
-
-    @field_validator("amp_upstream_api_key")
-    @classmethod
-    def _check_upstream_key(cls, value: SecretStr) -> SecretStr:
-        return _check_key(value)
-
-    @field_validator("api_keys")
-    @classmethod
-    def _check_client_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
-        return [_check_key(key) for key in value]
 
     @classmethod
     def settings_customise_sources(

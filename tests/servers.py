@@ -488,5 +488,16 @@ def reset(connection: socket.socket) -> None:
     connection.close()
 
 
+def eventually(check: Callable[[], Any], timeout: float = 5.0) -> Any:
+    """Polls ``check`` until it returns something truthy or ``timeout`` passes; returns the last
+    result. For conditions no event announces (a file watcher's poll, a socket closing)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.02)
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))

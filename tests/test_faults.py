@@ -16,19 +16,19 @@ from starlette.types import Receive, Scope, Send
 from ampbridge.http_client import SharedClient
 from ampbridge.settings import Settings
 
-from .servers import RawServer, Recorded, ServerThread, model_backend, open_fds, read_request_head, reset
+from .servers import (
+    RawServer,
+    Recorded,
+    ServerThread,
+    eventually,
+    model_backend,
+    open_fds,
+    read_request_head,
+    reset,
+)
 
 UNREACHABLE = {"error": "amp_upstream_proxy_error", "message": "Failed to reach Amp upstream"}
 SHORT_TIMEOUTS = httpx.Timeout(connect=0.5, read=0.5, write=2.0, pool=2.0)
-
-
-def eventually(check, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 @pytest.fixture

@@ -7,14 +7,13 @@ import json
 import logging
 import os
 import threading
-import time
 
 import httpx
 import yaml
 
 from ampbridge.standalone import Standalone
 
-from .servers import ServerThread, model_backend
+from .servers import ServerThread, eventually, model_backend
 
 
 def write_config(path, config: dict, *, atomic: bool = False) -> None:
@@ -25,16 +24,6 @@ def write_config(path, config: dict, *, atomic: bool = False) -> None:
         os.replace(temporary, path)
     else:
         path.write_text(text)
-
-
-def eventually(check, timeout: float = 10.0):
-    """Polls ``check`` until it returns a truthy value (the watcher polls the file every second)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.05)
 
 
 def base_config(upstream, backends) -> dict:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import anyio
 import pytest
 from websockets.asyncio.client import connect
@@ -11,20 +9,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from ampbridge.settings import Settings
 
+from .servers import eventually
+
 UPSTREAM_KEY = "upstream-key-ws"
 
 
 def ws_url(http_url: str, path: str) -> str:
     return http_url.replace("http://", "ws://") + path
-
-
-def wait_for(condition, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_frames_subprotocol_and_key_cross_and_upstream_close_reaches_the_client(upstream, bridge):
@@ -68,7 +59,7 @@ def test_client_close_reaches_the_upstream(upstream, bridge):
             await websocket.close(code=1000, reason="done")
 
     anyio.run(session)
-    assert wait_for(lambda: upstream.websockets and upstream.websockets[0].events)
+    assert eventually(lambda: upstream.websockets and upstream.websockets[0].events)
     assert upstream.websockets[0].events == ["disconnect:1000"]
 
 
