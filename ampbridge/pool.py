@@ -3,7 +3,9 @@
 httpx's default pool (httpcore) scans every connection on every request; with a few dozen
 concurrent streams that scan dominates ampbridge's CPU time. This pool keeps the idle
 connections of each origin on a stack: a request takes the most recently used one (checking
-only that one), and returns it when its response is closed. It plugs into httpx as the pool of
+only that one), and returns it when its response is closed. When a kept connection fails before
+any reply (the server closed it as idle just as the request went out), a request whose body is
+held in memory is sent once more on a new connection. It plugs into httpx as the pool of
 an ``httpx.AsyncHTTPTransport``, so httpx's request model, timeouts, TLS set-up and error
 mapping stay as they are.
 """
@@ -48,8 +50,10 @@ class StackPool:
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
         origin = request.url.origin
         key = (origin.scheme, origin.host, origin.port)
+        may_retry = _replayable(request)
         while True:
-            connection = await self._checkout(key) or httpcore.AsyncHTTPConnection(
+            reused = await self._checkout(key)
+            connection = reused or httpcore.AsyncHTTPConnection(
                 origin, ssl_context=self.ssl_context, keepalive_expiry=self.keepalive_expiry
             )
             self.busy.add(connection)
@@ -58,6 +62,15 @@ class StackPool:
             except httpcore.ConnectionNotAvailable:
                 self.busy.discard(connection)
                 continue  # it closed under us: take another
+            except (httpcore.RemoteProtocolError, httpcore.ReadError, httpcore.WriteError):
+                self.busy.discard(connection)
+                await connection.aclose()
+                if reused is not None and may_retry:
+                    # A kept connection failed before any reply: the server most likely closed
+                    # it as idle while the request was on its way. Once, on a new connection.
+                    may_retry = False
+                    continue
+                raise
             except BaseException:
                 self.busy.discard(connection)
                 await connection.aclose()
@@ -83,6 +96,11 @@ class StackPool:
         self.busy.clear()
         for connection in connections:
             await connection.aclose()
+
+
+def _replayable(request: httpcore.Request) -> bool:
+    """Only a body held in memory can be sent a second time (a streamed one is gone)."""
+    return isinstance(request.stream, httpx.ByteStream)
 
 
 class _ReleasingStream:

@@ -57,9 +57,15 @@ def upstream_accept_encoding(scope: Scope) -> bytes:
     return b"gzip" if b"gzip" in accepted.lower() else b"identity"
 
 
-async def stream_body(receive: Receive, limit: int, done: anyio.Event) -> AsyncIterator[bytes]:
-    total = 0
+async def stream_body(
+    receive: Receive, limit: int, done: anyio.Event, first: bytes = b""
+) -> AsyncIterator[bytes]:
+    """The request body as it arrives (after ``first``, already received), at most ``limit``
+    bytes; ``done`` is set when it ends."""
+    total = len(first)
     try:
+        if first:
+            yield first
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -102,14 +108,23 @@ class Exchange:
             await body_too_large(self.max_body_size)(scope, receive, send)
             return
         body_done = anyio.Event()
-        content: bytes | AsyncIterator[bytes] | None
+        content: bytes | AsyncIterator[bytes] | None = None
         headers = self.headers
         if has_body(scope):
-            content = stream_body(receive, self.max_body_size, body_done)
-            if length is not None:
-                headers = [*headers, (b"content-length", str(length).encode())]
-        else:
-            content = None
+            first = await receive()
+            if first["type"] == "http.disconnect":
+                return
+            chunk = first.get("body", b"")
+            if len(chunk) > self.max_body_size:
+                await body_too_large(self.max_body_size)(scope, receive, send)
+                return
+            if first.get("more_body", False):
+                content = stream_body(receive, self.max_body_size, body_done, chunk)
+                if length is not None:
+                    headers = [*headers, (b"content-length", str(length).encode())]
+            else:  # the whole body at once (small bodies, replayed ones): it can be sent again
+                content = chunk
+        if not isinstance(content, AsyncIterator):
             body_done.set()
         request = self.client.build_request(scope["method"], self.url, headers=headers, content=content)
 
