@@ -25,13 +25,9 @@ from .http_client import SharedClient
 from .models import ModelPatterns, WireFormat, describe_model, split_thinking_suffix
 from .provider_alias import PROVIDER_CALL_SCOPE, route_path
 from .proxy import (
-    BodyTooLarge,
-    ClientDisconnected,
     Exchange,
-    body_too_large,
-    declared_length,
 )
-from .request_body import RequestBody
+from .request_body import read_request_body
 from .settings import ProviderConfig
 
 logger = logging.getLogger("ampbridge.backends")
@@ -235,16 +231,8 @@ class LocalBackends:
     ) -> None:
         model = scope.get(MODEL_SCOPE)
         if model is None and path_model is None:
-            length = declared_length(scope)
-            if length is not None and length > self.max_body_size:
-                await body_too_large(self.max_body_size)(scope, receive, send)
-                return
-            try:
-                body = await RequestBody.read(receive, self.max_body_size)
-            except BodyTooLarge:
-                await body_too_large(self.max_body_size)(scope, receive, send)
-                return
-            except ClientDisconnected:
+            body = await read_request_body(scope, receive, send, self.max_body_size)
+            if body is None:
                 return
             model = body.payload.get("model") if body.payload else None
             receive = replay(body.take_bytes(), receive)

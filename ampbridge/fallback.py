@@ -19,8 +19,7 @@ from .headers import RawHeaders
 from .mapping import ModelMapper, RouteDecision, decide
 from .models import LocalModels, WireFormat, as_local_models, describe_model
 from .provider_alias import CallKind, ProviderCall, provider_call
-from .proxy import BodyTooLarge, ClientDisconnected, body_too_large, declared_length
-from .request_body import RequestBody
+from .request_body import RequestBody, read_request_body
 from .rewrite import (
     ResponseFixer,
     RewritingSend,
@@ -97,16 +96,8 @@ class AmpFallback:
         if call is None or call.kind is not CallKind.MODEL:
             await self.app(scope, receive, send)
             return
-        length = declared_length(scope)
-        if length is not None and length > self.max_body_size:
-            await body_too_large(self.max_body_size)(scope, receive, send)
-            return
-        try:
-            body = await RequestBody.read(receive, self.max_body_size)
-        except BodyTooLarge:
-            await body_too_large(self.max_body_size)(scope, receive, send)
-            return
-        except ClientDisconnected:
+        body = await read_request_body(scope, receive, send, self.max_body_size)
+        if body is None:
             return
         model = body.payload.get("model") if body.payload is not None else None
         if not isinstance(model, str) or not model:

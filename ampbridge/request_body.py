@@ -13,9 +13,9 @@ import json
 from typing import Any
 
 import anyio
-from starlette.types import Receive
+from starlette.types import Receive, Scope, Send
 
-from .proxy import stream_body
+from .proxy import BodyTooLarge, ClientDisconnected, body_too_large, declared_length, stream_body
 
 
 class RequestBody:
@@ -51,6 +51,20 @@ class RequestBody:
         self._raw = self._text = None
         payload, self.payload = self.payload, None
         return dump_json(payload)
+
+
+async def read_request_body(scope: Scope, receive: Receive, send: Send, limit: int) -> RequestBody | None:
+    """The whole body, or None when the client has been answered (413) or has gone away."""
+    length = declared_length(scope)
+    try:
+        if length is not None and length > limit:
+            raise BodyTooLarge
+        return await RequestBody.read(receive, limit)
+    except BodyTooLarge:
+        await body_too_large(limit)(scope, receive, send)
+    except ClientDisconnected:
+        pass
+    return None
 
 
 def parse_json_object(text: str | bytes) -> dict[str, Any] | None:
