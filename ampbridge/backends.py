@@ -24,9 +24,7 @@ from .headers import RawHeaders, scrub_request_headers
 from .http_client import SharedClient
 from .models import ModelPatterns, WireFormat, describe_model, split_thinking_suffix
 from .provider_alias import PROVIDER_CALL_SCOPE, route_path
-from .proxy import (
-    Exchange,
-)
+from .proxy import Exchange
 from .request_body import read_request_body
 from .settings import ProviderConfig
 

@@ -125,6 +125,25 @@ async def stream(
     await send({"type": "http.response.body", "body": b""})
 
 
+def stream_until_disconnect(first_event: bytes, saw_disconnect: threading.Event) -> Handler:
+    """A handler that sends one SSE event, then holds the stream open until the client leaves."""
+
+    async def handle(scope: Scope, receive: Receive, send: Send, rec: Recorded) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+        await send({"type": "http.response.body", "body": first_event, "more_body": True})
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        saw_disconnect.set()
+
+    return handle
+
+
 def sse_events(text: str) -> list[bytes]:
     """Split an SSE fixture into its events (each with its blank line)."""
     return [event.encode() + b"\n\n" for event in text.strip().split("\n\n")]

@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from ampbridge.settings import Settings
 
-from .servers import Recorded, RecordingServer, respond
+from .servers import Recorded, RecordingServer, respond, stream_until_disconnect
 
 UPSTREAM_KEY = "upstream-key-1111"
 CLIENT_KEY = "fake-amp-key-0000"  # what the captured Amp CLI sent
@@ -319,20 +319,9 @@ def test_unreachable_upstream_gives_the_spec_502(bridge):
 def test_client_disconnect_closes_the_upstream_request(upstream, bridge):
     upstream_saw_disconnect = threading.Event()
 
-    async def endless(scope: Scope, receive: Receive, send: Send, rec: Recorded) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"text/event-stream")],
-            }
-        )
-        await send({"type": "http.response.body", "body": b"data: tick\n\n", "more_body": True})
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        upstream_saw_disconnect.set()
-
-    upstream.route(lambda m, p: p == "/api/endless", endless)
+    upstream.route(
+        lambda m, p: p == "/api/endless", stream_until_disconnect(b"data: tick\n\n", upstream_saw_disconnect)
+    )
     ampbridge = bridge(Settings(amp_upstream_url=upstream.url))
     with httpx.stream("GET", f"{ampbridge.url}/api/endless") as response:
         assert next(response.iter_lines()) == "data: tick"

@@ -11,20 +11,19 @@ import time
 
 import httpx
 import pytest
-from starlette.types import Receive, Scope, Send
 
 from ampbridge.http_client import SharedClient
 from ampbridge.settings import Settings
 
 from .servers import (
     RawServer,
-    Recorded,
     ServerThread,
     eventually,
     model_backend,
     open_fds,
     read_request_head,
     reset,
+    stream_until_disconnect,
 )
 
 UNREACHABLE = {"error": "amp_upstream_proxy_error", "message": "Failed to reach Amp upstream"}
@@ -230,20 +229,9 @@ def test_client_disconnects_mid_stream_from_a_local_backend(bridge, watch, upstr
     backend_saw_disconnect = threading.Event()
     backend = model_backend("endless", ["m"])
 
-    async def endless(scope: Scope, receive: Receive, send: Send, rec: Recorded) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"text/event-stream")],
-            }
-        )
-        await send({"type": "http.response.body", "body": b"data: {}\n\n", "more_body": True})
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        backend_saw_disconnect.set()
-
-    backend.route(lambda m, p: p == "/v1/messages", endless)
+    backend.route(
+        lambda m, p: p == "/v1/messages", stream_until_disconnect(b"data: {}\n\n", backend_saw_disconnect)
+    )
     with ServerThread(backend) as thread:
         ampbridge = quick_bridge(
             bridge,
