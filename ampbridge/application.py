@@ -62,25 +62,28 @@ class PrefixDispatch:
         await app(scope, receive, send)
 
 
+def amp_upstream(settings: Settings, client: SharedClient, keys: UpstreamKeyResolver) -> AmpUpstream | None:
+    """The reverse proxy to the configured Amp upstream; None when forwarding is off."""
+    if not settings.amp_upstream_url:
+        return None
+    return AmpUpstream(
+        upstream_url=settings.amp_upstream_url,
+        client=client,
+        keys=keys,
+        max_body_size=settings.max_body_size,
+        client_keys=settings.client_keys,
+    )
+
+
 def amp_api(
     settings: Settings,
     *,
     local_app: ASGIApp,
     local_models: LocalModels | Callable[[str], bool] | Iterable[str],
-    client: SharedClient,
-    keys: UpstreamKeyResolver,
+    upstream: AmpUpstream | None,
 ) -> ASGIApp:
     """Everything under ``/api``: provider routes (served locally or upstream) and the control plane."""
     client_keys = settings.client_keys
-    upstream = None
-    if settings.amp_upstream_url:
-        upstream = AmpUpstream(
-            upstream_url=settings.amp_upstream_url,
-            client=client,
-            keys=keys,
-            max_body_size=settings.max_body_size,
-            client_keys=client_keys,
-        )
     upstream_route: ASGIApp | None = (
         GzipUnwrap(upstream, max_decoded_size=settings.max_body_size) if upstream else None
     )
@@ -124,12 +127,12 @@ def app(
     """
     settings = settings if settings is not None else Settings()
     client = SharedClient()
+    keys = upstream_key_resolver(settings, os.environ if environ is None else environ)
     api = amp_api(
         settings,
         local_app=local_app,
         local_models=local_models,
-        client=client,
-        keys=upstream_key_resolver(settings, os.environ if environ is None else environ),
+        upstream=amp_upstream(settings, client, keys),
     )
 
     @asynccontextmanager

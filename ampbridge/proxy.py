@@ -20,8 +20,6 @@ from .headers import RawHeaders, header_value, scrub_response_headers
 
 logger = logging.getLogger("ampbridge.proxy")
 
-BODY_METHODS_WITHOUT_LENGTH = frozenset({"POST", "PUT", "PATCH"})
-
 
 class ClientDisconnected(Exception):
     """The client went away before its request body was complete."""
@@ -43,12 +41,11 @@ def declared_length(scope: Scope) -> int | None:
         return None
 
 
-def has_body(scope: Scope) -> bool:
-    headers = scope["headers"]
-    if header_value(headers, b"transfer-encoding") is not None:
+def has_body(scope: Scope, length: int | None) -> bool:
+    """Whether a body follows: chunked, or a non-zero ``length`` (the declared Content-Length)."""
+    if header_value(scope["headers"], b"transfer-encoding") is not None:
         return True
-    length = declared_length(scope)
-    return bool(length) if length is not None else False
+    return bool(length)
 
 
 def upstream_accept_encoding(scope: Scope) -> bytes:
@@ -58,10 +55,10 @@ def upstream_accept_encoding(scope: Scope) -> bytes:
 
 
 async def stream_body(
-    receive: Receive, limit: int, done: anyio.Event, first: bytes = b""
+    receive: Receive, limit: int, done: anyio.Event | None = None, first: bytes = b""
 ) -> AsyncIterator[bytes]:
     """The request body as it arrives (after ``first``, already received), at most ``limit``
-    bytes; ``done`` is set when it ends."""
+    bytes; ``done``, if given, is set when it ends."""
     total = len(first)
     try:
         if first:
@@ -79,7 +76,8 @@ async def stream_body(
             if not message.get("more_body", False):
                 return
     finally:
-        done.set()
+        if done is not None:
+            done.set()
 
 
 class Exchange:
@@ -110,7 +108,7 @@ class Exchange:
         body_done = anyio.Event()
         content: bytes | AsyncIterator[bytes] | None = None
         headers = self.headers
-        if has_body(scope):
+        if has_body(scope, length):
             first = await receive()
             if first["type"] == "http.disconnect":
                 return

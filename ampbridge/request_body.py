@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import anyio
 from starlette.types import Receive, Scope, Send
 
 from .proxy import BodyTooLarge, ClientDisconnected, body_too_large, declared_length, stream_body
@@ -29,7 +28,7 @@ class RequestBody:
     @classmethod
     async def read(cls, receive: Receive, limit: int) -> RequestBody:
         """Read the whole body (raises ``BodyTooLarge`` / ``ClientDisconnected``)."""
-        chunks = [chunk async for chunk in stream_body(receive, limit, anyio.Event())]
+        chunks = [chunk async for chunk in stream_body(receive, limit)]
         raw = b"".join(chunks)
         chunks.clear()
         try:

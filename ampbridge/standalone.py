@@ -21,7 +21,7 @@ import anyio
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .application import amp_api, upstream_key_resolver
+from .application import amp_api, amp_upstream, upstream_key_resolver
 from .backends import REFRESH_SECONDS, RETRY_SECONDS, LocalBackends
 from .client_keys import ClientKeyAuth
 from .control_plane import control_plane
@@ -30,7 +30,6 @@ from .http_client import SharedClient
 from .logs import configure_logging
 from .safe_paths import SafePaths
 from .settings import ConfigError, Settings, find_config_file, load_settings
-from .upstream import AmpUpstream
 
 logger = logging.getLogger("ampbridge")
 
@@ -131,17 +130,8 @@ class Standalone:
         if self.backends is not None:
             backends.adopt_discoveries(self.backends)
         self.backends = backends
-        keys = upstream_key_resolver(settings, self.environ)
-        api = amp_api(settings, local_app=backends, local_models=backends, client=self.client, keys=keys)
-        upstream = None
-        if settings.amp_upstream_url:
-            upstream = AmpUpstream(
-                upstream_url=settings.amp_upstream_url,
-                client=self.client,
-                keys=keys,
-                max_body_size=settings.max_body_size,
-                client_keys=settings.client_keys,
-            )
+        upstream = amp_upstream(settings, self.client, upstream_key_resolver(settings, self.environ))
+        api = amp_api(settings, local_app=backends, local_models=backends, upstream=upstream)
         gate = {
             "localhost_only": settings.amp_restrict_management_to_localhost,
             "max_decoded_size": settings.max_body_size,

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import httpx
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import error_response
 from .headers import WEBSOCKET_HANDSHAKE, RawHeaders, scrub_query, scrub_request_headers
@@ -17,7 +15,7 @@ from .websocket_relay import relay_websocket
 CLIENT_KEY_SCOPE = "ampbridge.client_key"  # set by ClientKeyAuth: the key that authenticated
 
 
-def unreachable_upstream() -> Callable:
+def unreachable_upstream() -> ASGIApp:
     return error_response(502, "amp_upstream_proxy_error", "Failed to reach Amp upstream")
 
 
