@@ -10,7 +10,6 @@ configured without ``models`` are asked for their model list, which is cached an
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 
 import anyio
@@ -18,14 +17,17 @@ import httpx
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
-from .errors import error_response
-from .fallback import MODEL_SCOPE, replay
-from .headers import RawHeaders, scrub_request_headers
+from . import scope_keys
+from .credentials import scrub_query
+from .errors import error_response, refuse
+from .fallback import replay
+from .headers import RawHeaders, header_value, scrub_request_headers
 from .http_client import SharedClient
 from .models import ModelPatterns, WireFormat, describe_model, split_thinking_suffix
-from .provider_alias import PROVIDER_CALL_SCOPE, route_path
+from .provider_alias import ProviderCall, route_path
 from .proxy import Exchange
 from .request_body import read_request_body
+from .routes import ApiRoute, CallKind, match_plain_path
 from .settings import ProviderConfig
 
 logger = logging.getLogger("ampbridge.backends")
@@ -34,15 +36,6 @@ REFRESH_SECONDS = 300.0
 RETRY_SECONDS = 30.0
 DISCOVERY_TIMEOUT = 10.0
 
-_MODEL_PATHS: dict[str, WireFormat] = {
-    "/v1/chat/completions": WireFormat.OPENAI,
-    "/v1/completions": WireFormat.OPENAI,
-    "/v1/responses": WireFormat.OPENAI,
-    "/v1/messages": WireFormat.ANTHROPIC,
-    "/v1/messages/count_tokens": WireFormat.ANTHROPIC,
-}
-_GEMINI_PATH = re.compile(r"/(?:v1|v1beta|v1alpha)/models/(?P<model>[^/:]+):(?P<action>[A-Za-z]+)")
-_CREDENTIAL_QUERY = re.compile(rb"(^|&)(key|auth_token)=[^&]*")
 
 
 class Backend:
@@ -94,19 +87,21 @@ class Backend:
     def model_names(self) -> list[str]:
         return self.listed
 
-    def url(self, path: str, query: bytes) -> httpx.URL:
-        tail = path.encode("utf-8")
+    def url(self, raw_path: bytes, query: bytes) -> httpx.URL:
+        """The backend URL for a standard path (as raw bytes: an encoded ``%3F`` stays encoded),
+        without the client's credential query parameters."""
+        tail = raw_path
         if self.strip_v1 and tail.startswith(b"/v1/"):
             tail = tail[3:]
-        query = _CREDENTIAL_QUERY.sub(b"", query).lstrip(b"&")
+        query = scrub_query(query)
         return self.base.copy_with(raw_path=self.base_path + tail + (b"?" + query if query else b""))
 
     async def discover(self, client: httpx.AsyncClient) -> None:
         """Ask the backend for its models (``/v1/models``; Gemini: ``/v1beta/models``)."""
         if self.wire_format is WireFormat.GOOGLE:
-            url = self.url("/v1beta/models", b"pageSize=1000")
+            url = self.url(b"/v1beta/models", b"pageSize=1000")
         else:
-            url = self.url("/v1/models", b"limit=1000" if self.wire_format is WireFormat.ANTHROPIC else b"")
+            url = self.url(b"/v1/models", b"limit=1000" if self.wire_format is WireFormat.ANTHROPIC else b"")
         headers = [*self.auth, (b"accept", b"application/json")]
         if self.wire_format is WireFormat.ANTHROPIC:
             headers.append((b"anthropic-version", b"2023-06-01"))
@@ -151,6 +146,10 @@ class LocalBackends:
 
     # --- discovery -----------------------------------------------------------------------
 
+    @property
+    def needs_discovery(self) -> bool:
+        return any(backend.needs_discovery for backend in self.backends)
+
     def adopt_discoveries(self, previous: LocalBackends) -> None:
         """Keep the model lists already discovered for backends whose config did not change."""
         for backend in self.backends:
@@ -179,11 +178,9 @@ class LocalBackends:
     async def _discover(self, backend: Backend) -> bool:
         try:
             await backend.discover(self.shared.client)
-        except (httpx.HTTPError, ValueError, AttributeError, TypeError) as error:
+        except Exception as error:  # a backend answering garbage must not stop the others
             logger.warning(
-                "backend %s: cannot list its models (%s); will retry",
-                backend.name,
-                type(error).__name__,
+                "backend %s: cannot list its models (%s); will retry", backend.name, type(error).__name__
             )
             return False
         logger.info("backend %s serves %d models", backend.name, len(backend.listed))
@@ -196,38 +193,31 @@ class LocalBackends:
             return
         path = route_path(scope)
         method = scope["method"]
-        if method == "GET" and path in ("/v1/models", "/models", "/v1beta/models"):
-            call = scope.get(PROVIDER_CALL_SCOPE)
-            if call is not None:  # a provider's list: its own format, its own backends
-                list_format, only = call.wire_format, call.wire_format
-            elif path == "/v1beta/models":
-                list_format, only = WireFormat.GOOGLE, WireFormat.GOOGLE
-            else:  # every local model; Anthropic SDKs (they send anthropic-version) get their format
-                anthropic = any(name.lower() == b"anthropic-version" for name, _ in scope["headers"])
-                list_format, only = (WireFormat.ANTHROPIC if anthropic else WireFormat.OPENAI), None
-            await JSONResponse(model_list(list_format, self.model_names(only)))(scope, receive, send)
+        route = match_plain_path(path, method)
+        if route is None:
+            await refuse(scope, receive, send, 404, "not_found", f"No local route for {method} {path}")
             return
-        wire_format = _MODEL_PATHS.get(path)
-        gemini = _GEMINI_PATH.fullmatch(path) if wire_format is None else None
-        if gemini is not None:
-            wire_format = WireFormat.GOOGLE
-        if wire_format is None or method not in ("POST", "GET"):
-            await error_response(404, "not_found", f"No local route for {method} {path}")(
-                scope, receive, send
-            )
+        if route.kind is CallKind.LIST:
+            await self._list(route, scope, receive, send)
             return
-        await self._serve(wire_format, gemini["model"] if gemini else None, path, scope, receive, send)
+        assert route.wire_format is not None
+        await self._serve(route.wire_format, route.path_model, scope, receive, send)
+
+    async def _list(self, route: ApiRoute, scope: Scope, receive: Receive, send: Send) -> None:
+        call: ProviderCall | None = scope.get(scope_keys.PROVIDER_CALL)
+        if call is not None:  # a provider's list: its own format, its own backends
+            list_format, only = call.wire_format, call.wire_format
+        elif route.wire_format is not None:
+            list_format, only = route.wire_format, route.wire_format
+        else:  # every local model; Anthropic SDKs (they send anthropic-version) get their format
+            anthropic = header_value(scope["headers"], b"anthropic-version") is not None
+            list_format, only = (WireFormat.ANTHROPIC if anthropic else WireFormat.OPENAI), None
+        await JSONResponse(model_list(list_format, self.model_names(only)))(scope, receive, send)
 
     async def _serve(
-        self,
-        wire_format: WireFormat,
-        path_model: str | None,
-        path: str,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
+        self, wire_format: WireFormat, path_model: str | None, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        model = scope.get(MODEL_SCOPE)
+        model = scope.get(scope_keys.MODEL)
         if model is None and path_model is None:
             body = await read_request_body(scope, receive, send, self.max_body_size)
             if body is None:
@@ -242,19 +232,24 @@ class LocalBackends:
         backend = self.backend_for(model, wire_format)
         if backend is None:
             message = f"No local backend of type {wire_format.value} serves model '{describe_model(model)}'"
-            await error_response(502, "no_provider", message)(scope, receive, send)
+            await error_response(404, "model_not_found", message)(scope, receive, send)
             return
         headers = scrub_request_headers(scope["headers"])
         headers.append((b"accept-encoding", b"identity"))
         headers.extend(backend.auth)
+
+        async def failed(scope: Scope, receive: Receive, send: Send, status: int) -> None:
+            verb = "timed out" if status == 504 else "cannot be reached"
+            message = f"Local backend {backend.name!r} {verb}"
+            await refuse(scope, receive, send, status, "backend_unreachable", message)
+
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
         exchange = Exchange(
             self.shared.client,
-            url=backend.url(path, scope.get("query_string", b"")),
+            url=backend.url(raw_path, scope.get("query_string", b"")),
             headers=headers,
             max_body_size=self.max_body_size,
-            unreachable=lambda: error_response(
-                502, "backend_unreachable", f"Failed to reach local backend {backend.name!r}"
-            ),
+            fail=failed,
         )
         await exchange.run(scope, receive, send)
 

@@ -46,7 +46,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .standalone import Standalone
+    from .standalone import create_app
 
     settings = load_settings(args.config, **_overrides(args))
     config_file = find_config_file(args.config, os.environ)
@@ -57,7 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"  point Amp at it: amp.url = {local_url(settings)}  (or run: ampbridge setup)")
     sys.stdout.flush()
     uvicorn.run(
-        Standalone(args.config, overrides=_overrides(args)),
+        create_app(args.config, overrides=_overrides(args)),
         host=settings.host,
         port=settings.port,
         proxy_headers=False,  # the localhost gate must see the real TCP peer

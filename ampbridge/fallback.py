@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import scope_keys
 from .errors import error_response
 from .headers import RawHeaders
 from .mapping import ModelMapper, RouteDecision, decide
-from .models import LocalModels, WireFormat, as_local_models, describe_model
-from .provider_alias import CallKind, ProviderCall, provider_call
+from .models import LocalModelsLike, WireFormat, as_local_models, describe_model
+from .provider_alias import ProviderCall, provider_call
 from .request_body import RequestBody, read_request_body
 from .rewrite import (
     ResponseFixer,
@@ -26,11 +27,11 @@ from .rewrite import (
     requested_tool_names,
     sanitize_anthropic_request,
 )
+from .routes import CallKind, with_path_model
 from .settings import ModelMapping
 
 logger = logging.getLogger("ampbridge.routing")
 
-MODEL_SCOPE = "ampbridge.model"  # the model a local call is served with, for the local app
 DROPPED_BETAS = frozenset({b"context-1m-2025-08-07"})  # needs a plan local keys rarely have
 
 
@@ -71,20 +72,24 @@ class AmpFallback:
 
     ``local_models`` says what that app serves: names and globs, a ``predicate(model)``, or a
     ``LocalModels`` (which also sees the wire format). ``upstream`` receives what is not local,
-    exactly as Amp sent it; without it such calls get a 502 naming the model.
+    exactly as Amp sent it; without it such calls get a 404 naming the model (SDKs do not retry
+    a 404). ``upstream_refused``: there is an upstream, but the settings forbid spending Amp
+    credits on model calls (``amp-fallback: never``); the error says so.
     """
 
     def __init__(
         self,
         app: ASGIApp,
         *,
-        local_models: LocalModels | Callable[[str], bool] | Iterable[str],
+        local_models: LocalModelsLike,
         upstream: ASGIApp | None = None,
         mappings: Sequence[ModelMapping] = (),
         force_mappings: bool = False,
         max_body_size: int = 64 * 1024 * 1024,
+        upstream_refused: bool = False,
     ) -> None:
         self.app = app
+        self.upstream_refused = upstream_refused
         self.local = as_local_models(local_models)
         self.upstream = upstream
         self.mapper = ModelMapper(mappings)
@@ -127,9 +132,8 @@ class AmpFallback:
             if decision is RouteDecision.AMP_CREDITS:
                 await self._forward(call, scope, body, receive, recorder)
             elif decision is RouteDecision.NO_PROVIDER:
-                await error_response(502, "no_provider", _no_provider_message(model))(
-                    scope, receive, recorder
-                )
+                message = _no_provider_message(model, upstream_refused=self.upstream_refused)
+                await error_response(404, "model_not_found", message)(scope, receive, recorder)
             else:
                 await self._serve_locally(call, scope, body, model, resolved, decision, receive, recorder)
         if logger.isEnabledFor(logging.INFO):
@@ -176,11 +180,11 @@ class AmpFallback:
         local_scope = {
             **scope,
             "headers": local_headers(scope["headers"], len(data) if changed else None),
-            MODEL_SCOPE: resolved,
+            scope_keys.MODEL: resolved,
         }
         if mapped and call.path_model is not None:
-            path = scope["path"].replace(f"/models/{call.path_model}:", f"/models/{resolved}:", 1)
-            local_scope.update(path=path, raw_path=path.encode("utf-8"))
+            path, raw_path = with_path_model(scope["path"], call.local_raw_path, resolved)
+            local_scope.update(path=path, raw_path=raw_path)
         fixer = ResponseFixer(
             wire_format=call.wire_format,
             requested_model=requested if mapped else None,
@@ -191,10 +195,16 @@ class AmpFallback:
         await self.app(local_scope, replayed, RewritingSend(send, fixer, max_json_size=self.max_body_size))
 
 
-def _no_provider_message(model: str) -> str:
+def _no_provider_message(model: str, *, upstream_refused: bool) -> str:
+    if upstream_refused:
+        return (
+            f"No local backend serves model '{describe_model(model)}', and amp-fallback is 'never' so "
+            "it is not sent to Amp (which would use Amp credits). Add a provider that serves it, "
+            "map it with amp-model-mappings, or set amp-fallback: allowed."
+        )
     return (
         f"No local backend serves model '{describe_model(model)}' and no Amp upstream is configured. "
-        f"Add a provider that serves it, map it with amp-model-mappings, or set amp-upstream-url."
+        "Add a provider that serves it, map it with amp-model-mappings, or set amp-upstream-url."
     )
 
 

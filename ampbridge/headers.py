@@ -1,9 +1,16 @@
-"""Which headers cross ampbridge and which do not: the one place that knows."""
+"""Which headers cross ampbridge and which do not: the one place that knows.
+
+ASGI header names are lowercase bytes. Servers on the other side of a hop (Go's net/http, nginx)
+send canonical-case names (``Content-Type``), which httpx keeps; ``response_headers`` is where
+every reply's names are lowercased before they enter an ASGI message, so the parts behind it
+(``MutableHeaders`` lookups, the compatibility fixes, ``GzipUnwrap``) see one spelling.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from urllib.parse import parse_qsl, urlencode
+
+from .credentials import CREDENTIAL_HEADERS
 
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -24,14 +31,16 @@ HOP_BY_HOP = frozenset(
 # Headers that claim where a request came from: never trusted, never passed on.
 PROXY_IDENTITY = frozenset({b"forwarded", b"x-real-ip", b"via"})
 PROXY_IDENTITY_PREFIX = b"x-forwarded-"
-# Where a client puts its key; replaced by the upstream's or the backend's own credentials.
-CLIENT_CREDENTIALS = frozenset({b"authorization", b"x-api-key", b"x-goog-api-key"})
-# Query parameters that may carry a client key.
-CREDENTIAL_QUERY_PARAMS = frozenset({"key", "auth_token"})
 # Set by ampbridge itself for the next hop.
 REBUILT = frozenset({b"host", b"accept-encoding", b"content-length"})
+# A browser's cookies for localhost belong to every app on it; they go only where a browser
+# session is meant to reach (the Amp upstream's own routes), never to a model backend.
+COOKIE = b"cookie"
+# The ASGI server stamps its own Date on every reply; a relayed one would make two.
+RESPONSE_DROP = HOP_BY_HOP | {b"date"}
+CORS_PREFIX = b"access-control-"
 
-REQUEST_DROP = HOP_BY_HOP | PROXY_IDENTITY | CLIENT_CREDENTIALS | REBUILT
+REQUEST_DROP = HOP_BY_HOP | PROXY_IDENTITY | CREDENTIAL_HEADERS | REBUILT
 WEBSOCKET_HANDSHAKE = frozenset(
     {
         b"sec-websocket-key",
@@ -53,12 +62,17 @@ def connection_named(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]
 
 
 def scrub_request_headers(
-    headers: Iterable[tuple[bytes, bytes]], extra_drop: frozenset[bytes] = frozenset()
+    headers: Iterable[tuple[bytes, bytes]],
+    extra_drop: frozenset[bytes] = frozenset(),
+    *,
+    keep_cookies: bool = False,
 ) -> RawHeaders:
-    """Drop credentials, hop-by-hop, proxy-identity and rebuilt headers from a client request."""
+    """A client request's headers for the next hop: without credentials, hop-by-hop,
+    proxy-identity and rebuilt headers, and without cookies unless ``keep_cookies``."""
     headers = list(headers)
-    named = connection_named(headers)
-    drop = REQUEST_DROP | extra_drop | named if (named or extra_drop) else REQUEST_DROP
+    drop = REQUEST_DROP | extra_drop | connection_named(headers)
+    if not keep_cookies:
+        drop |= {COOKIE}
     return [
         (name, value)
         for name, value in headers
@@ -66,28 +80,17 @@ def scrub_request_headers(
     ]
 
 
-def scrub_response_headers(headers: Iterable[tuple[bytes, bytes]], *, strip_cors: bool) -> RawHeaders:
-    """Drop hop-by-hop headers (and, on control-plane routes, CORS grants) from a response."""
-    headers = list(headers)
-    named = connection_named(headers)
-    drop = HOP_BY_HOP | named if named else HOP_BY_HOP
+def response_headers(headers: Iterable[tuple[bytes, bytes]]) -> RawHeaders:
+    """A reply's headers as an ASGI message carries them: names lowercased; hop-by-hop headers,
+    ``Date`` and every CORS grant removed; ``Content-Length`` dropped when the reply was framed
+    with ``Transfer-Encoding`` (the length then says nothing about the bytes that follow)."""
+    lowered = [(name.lower(), value) for name, value in headers]
+    drop = RESPONSE_DROP | connection_named(lowered)
+    if any(name == b"transfer-encoding" for name, _ in lowered):
+        drop |= {b"content-length"}
     return [
-        (name, value)
-        for name, value in headers
-        if (lower := name.lower()) not in drop
-        and not (strip_cors and lower.startswith(b"access-control-allow-"))
+        (name, value) for name, value in lowered if name not in drop and not name.startswith(CORS_PREFIX)
     ]
-
-
-def scrub_query(query_string: bytes, client_keys: frozenset[str]) -> bytes:
-    """Remove ``key``/``auth_token`` values that equal a client key; leave the rest byte for byte."""
-    if not client_keys or not query_string:
-        return query_string
-    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
-    kept = [(k, v) for k, v in pairs if not (k in CREDENTIAL_QUERY_PARAMS and v in client_keys)]
-    if len(kept) == len(pairs):
-        return query_string
-    return urlencode(kept).encode("latin-1")
 
 
 def header_value(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:

@@ -16,10 +16,6 @@ DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=30.0)
 DEFAULT_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=4.0)
 
 
-class NotStartedError(RuntimeError):
-    pass
-
-
 class SharedClient:
     """Holds the client; every part that forwards asks it for ``.client`` per request."""
 
@@ -32,14 +28,7 @@ class SharedClient:
 
     @property
     def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            raise NotStartedError(
-                "ampbridge's HTTP client is not open: run the app's lifespan "
-                "(when mounting, pass lifespan=amp.router.lifespan_context to your app)"
-            )
-        return self._client
-
-    async def __aenter__(self) -> SharedClient:
+        """The client, opened on first use."""
         if self._client is None:
             self._client = httpx.AsyncClient(
                 transport=StackPoolTransport(
@@ -52,6 +41,9 @@ class SharedClient:
             # One client serves every user: it must never keep a cookie that a response sets and
             # send it with a later request. Cookies travel only as each client's own header.
             self._client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+        return self._client
+
+    async def __aenter__(self) -> SharedClient:
         return self
 
     async def __aexit__(
@@ -60,6 +52,9 @@ class SharedClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()

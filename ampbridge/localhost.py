@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import error_response
+from .errors import refuse
 
 DENIED_MESSAGE = "Access denied: management routes restricted to localhost"
 
 
-def is_loopback_peer(client: tuple[str, int] | list | None, *, allow_no_peer: bool = False) -> bool:
+def is_loopback_peer(client: Sequence[object] | None, *, allow_no_peer: bool = False) -> bool:
     """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback; ``None`` (e.g. a Unix socket) only
     when ``allow_no_peer``. Forwarding headers are never consulted: they are client-controlled."""
     if not client:
@@ -27,7 +28,7 @@ def is_loopback_peer(client: tuple[str, int] | list | None, *, allow_no_peer: bo
 
 
 class LocalhostOnly:
-    """403 JSON (or a refused WebSocket handshake) for any non-loopback peer."""
+    """403 JSON (the same status for a WebSocket handshake) for any non-loopback peer."""
 
     def __init__(self, app: ASGIApp, *, enabled: bool = True, allow_no_peer: bool = False) -> None:
         self.app = app
@@ -42,7 +43,4 @@ class LocalhostOnly:
         ):
             await self.app(scope, receive, send)
             return
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008, "reason": "forbidden"})
-            return
-        await error_response(403, DENIED_MESSAGE)(scope, receive, send)
+        await refuse(scope, receive, send, 403, DENIED_MESSAGE)

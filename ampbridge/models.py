@@ -46,6 +46,7 @@ class ModelPatterns:
     """Names and globs (``claude-sonnet-4-5*``), matched case-insensitively, any wire format."""
 
     def __init__(self, patterns: Iterable[str]) -> None:
+        patterns = list(patterns)
         self.exact = frozenset(p.lower() for p in patterns if not _is_glob(p))
         self.globs = tuple(re.compile(fnmatch.translate(p.lower())) for p in patterns if _is_glob(p))
 
@@ -70,14 +71,19 @@ class ModelPredicate:
         return self.predicate(model)
 
 
-def as_local_models(local: LocalModels | Callable[[str], bool] | Iterable[str]) -> LocalModels:
+# What a caller may pass as "the models served locally".
+LocalModelsLike = LocalModels | Callable[[str], bool] | Iterable[str]
+
+
+def as_local_models(local: LocalModelsLike) -> LocalModels:
+    """Names and globs, a predicate, or a ``LocalModels``; a generator is read once, here."""
     if isinstance(local, LocalModels):
         return local
     if callable(local):
         return ModelPredicate(local)
     if isinstance(local, str):
         return ModelPatterns([local])
-    return ModelPatterns(local)
+    return ModelPatterns(list(local))
 
 
 def _is_glob(pattern: str) -> bool:

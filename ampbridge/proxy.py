@@ -9,24 +9,47 @@ upstream exchange at once.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import ResponseAborted, error_response
-from .headers import RawHeaders, header_value, scrub_response_headers
+from .headers import RawHeaders, header_value, response_headers
 
 logger = logging.getLogger("ampbridge.proxy")
+
+
+# Answers a request whose exchange failed before any reply: 502 (unreachable) or 504 (timed out).
+FailureResponder = Callable[[Scope, Receive, Send, int], Awaitable[None]]
 
 
 class ClientDisconnected(Exception):
     """The client went away before its request body was complete."""
 
 
+class ReplyBroken(Exception):
+    """The next hop's reply broke off after its head was passed on. A part that held the head
+    back (to fix or decode the body) has sent nothing yet: the app's dispatcher then answers with
+    ``fail``; otherwise the response stays incomplete and the server cuts the connection, so the
+    client sees the truncation."""
+
+    def __init__(self, status: int, fail: FailureResponder) -> None:
+        super().__init__(status)
+        self.status = status
+        self.fail = fail
+
+
 class BodyTooLarge(Exception):
     """The request body is over the configured cap."""
+
+
+def failure_status(error: httpx.TransportError) -> int:
+    """504 when the next hop took too long to answer, 502 when it could not be reached."""
+    if isinstance(error, httpx.TimeoutException) and not isinstance(error, httpx.ConnectTimeout):
+        return 504
+    return 502
 
 
 def body_too_large(limit: int) -> ASGIApp:
@@ -90,15 +113,13 @@ class Exchange:
         url: httpx.URL,
         headers: RawHeaders,
         max_body_size: int,
-        unreachable: Callable[[], ASGIApp],
-        strip_cors: bool = False,
+        fail: FailureResponder,
     ) -> None:
         self.client = client
         self.url = url
         self.headers = headers
         self.max_body_size = max_body_size
-        self.unreachable = unreachable
-        self.strip_cors = strip_cors
+        self.fail = fail
 
     async def run(self, scope: Scope, receive: Receive, send: Send) -> None:
         length = declared_length(scope)
@@ -138,6 +159,8 @@ class Exchange:
                 self.url.path,
                 self.url.host,
             )
+        elif outcome.broken is not None:
+            raise ReplyBroken(outcome.broken, self.fail)
 
     @staticmethod
     async def _watch_for_disconnect(
@@ -159,7 +182,7 @@ class Exchange:
                     {
                         "type": "http.response.start",
                         "status": response.status_code,
-                        "headers": scrub_response_headers(response.headers.raw, strip_cors=self.strip_cors),
+                        "headers": response_headers(response.headers.raw),
                     }
                 )
                 outcome.started = True
@@ -185,6 +208,7 @@ class Exchange:
                     self.url.host,
                     reason,
                 )
+                outcome.broken = failure_status(error)
             else:
                 logger.warning(
                     "%s %s: cannot reach %s (%s)",
@@ -193,12 +217,13 @@ class Exchange:
                     self.url.host,
                     reason,
                 )
-                await self.unreachable()(scope, receive, send)
+                await self.fail(scope, receive, send, failure_status(error))
 
 
 class _Outcome:
-    __slots__ = ("client_gone", "started")
+    __slots__ = ("broken", "client_gone", "started")
 
     def __init__(self) -> None:
+        self.broken: int | None = None  # the failure status of a reply that broke off
         self.client_gone = False
         self.started = False

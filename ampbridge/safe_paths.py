@@ -1,7 +1,7 @@
 """``SafePaths``: refuse request targets that could mean another path once decoded.
 
-Dot segments, encoded dots, slashes, backslashes and control characters are rejected with 400
-before any routing, so
+Dot segments, encoded dots, slashes, backslashes and control characters, raw non-ASCII bytes and
+malformed percent-escapes are rejected with 400 before any routing, so
 no rule (the localhost gate, the provider prefix) can be sidestepped by a path that some server
 on the way would normalise differently.
 """
@@ -12,9 +12,10 @@ import re
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import error_response
+from .errors import refuse
 
 _ENCODED_SEPARATOR = re.compile(rb"%(2e|2f|5c|[01][0-9a-f]|7f)", re.IGNORECASE)
+_MALFORMED_ESCAPE = re.compile(rb"%(?![0-9a-fA-F]{2})")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
@@ -23,7 +24,9 @@ def is_safe_path(path: str, raw_path: bytes | None) -> bool:
     or control characters."""
     if not path.startswith("/") or _CONTROL.search(path):
         return False
-    if raw_path is not None and _ENCODED_SEPARATOR.search(raw_path):
+    if raw_path is not None and (
+        not raw_path.isascii() or _ENCODED_SEPARATOR.search(raw_path) or _MALFORMED_ESCAPE.search(raw_path)
+    ):
         return False
     return not any(segment in (".", "..") for segment in path.split("/"))
 
@@ -34,11 +37,6 @@ class SafePaths:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and not is_safe_path(scope["path"], scope.get("raw_path")):
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1008, "reason": "invalid path"})
-            else:
-                await error_response(400, "invalid_path", "The request path is not allowed")(
-                    scope, receive, send
-                )
+            await refuse(scope, receive, send, 400, "invalid_path", "The request path is not allowed")
             return
         await self.app(scope, receive, send)

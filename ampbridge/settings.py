@@ -7,6 +7,8 @@ model does not know are ignored with one warning. Errors name the key and, for t
 
 from __future__ import annotations
 
+import difflib
+import json
 import logging
 import os
 import re
@@ -21,6 +23,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -31,6 +34,8 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .credentials import key_problem
+
 logger = logging.getLogger("ampbridge.settings")
 
 ENV_PREFIX = "AMPBRIDGE_"
@@ -38,23 +43,8 @@ CONFIG_ENV = "AMPBRIDGE_CONFIG"
 CONFIG_FILENAME = "config.yaml"
 DEFAULT_UPSTREAM = "https://ampcode.com"
 
-# YAML spelling -> field name. The flat keys follow the user guide; the nested ones live under
-# ``ampcode:`` in CLIProxyAPI's files.
-FLAT_KEYS = {
-    "host": "host",
-    "port": "port",
-    "debug": "debug",
-    "logging-to-file": "logging_to_file",
-    "amp-upstream-url": "amp_upstream_url",
-    "amp-upstream-api-key": "amp_upstream_api_key",
-    "amp-upstream-api-keys": "amp_upstream_api_keys",
-    "amp-restrict-management-to-localhost": "amp_restrict_management_to_localhost",
-    "amp-model-mappings": "amp_model_mappings",
-    "amp-force-model-mappings": "amp_force_model_mappings",
-    "api-keys": "api_keys",
-    "max-body-size": "max_body_size",
-    "providers": "providers",
-}
+# The nested keys of CLIProxyAPI's ``ampcode:`` block; the flat keys are the fields' own
+# kebab-case names (``FLAT_KEYS``, below the model).
 NESTED_BLOCK = "ampcode"
 NESTED_KEYS = {
     "upstream-url": "amp_upstream_url",
@@ -75,7 +65,12 @@ def _kebab(name: str) -> str:
 
 
 class _ConfigModel(BaseModel):
-    model_config = ConfigDict(alias_generator=_kebab, populate_by_name=True, frozen=True)
+    # An unknown key in an entry is an error: a typo there must not send traffic to Amp credits.
+    model_config = ConfigDict(alias_generator=_kebab, populate_by_name=True, frozen=True, extra="forbid")
+
+    @classmethod
+    def known_keys(cls) -> list[str]:
+        return [field.alias or name for name, field in cls.model_fields.items()]
 
 
 def _validate_base_url(value: str, *, allow_empty: bool) -> str:
@@ -90,15 +85,30 @@ def _validate_base_url(value: str, *, allow_empty: bool) -> str:
     return value.rstrip("/")
 
 
+def _key_text(value: object) -> object:
+    """Keys are trimmed: a copy-pasted ``"  sk-abc  "`` means ``sk-abc``."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return value.strip() if isinstance(value, str) else value
+
+
 def _check_key(value: SecretStr) -> SecretStr:
-    secret = value.get_secret_value()
-    if any(ch.isspace() or not ch.isprintable() for ch in secret):
-        raise ValueError("a key must not contain spaces or control characters")
+    problem = key_problem(value.get_secret_value())
+    if problem:
+        raise ValueError(problem)
     return value
 
 
-# A key goes into an HTTP header: no whitespace or control characters, never shown.
-Key = Annotated[SecretStr, AfterValidator(_check_key)]
+def _drop_empty_keys(value: object) -> object:
+    """Empty entries in a key list are ignored, as CLIProxyAPI did."""
+    if isinstance(value, list):
+        return [item for item in value if _key_text(item) != ""]
+    return value
+
+
+# A key goes into an HTTP header: trimmed, no inner whitespace or control characters, never shown.
+Key = Annotated[SecretStr, BeforeValidator(_key_text), AfterValidator(_check_key)]
+KeyList = Annotated[list[Key], BeforeValidator(_drop_empty_keys)]
 
 
 class ModelMapping(_ConfigModel):
@@ -122,7 +132,7 @@ class UpstreamKeyMapping(_ConfigModel):
     """Clients that authenticate with one of ``api_keys`` use ``upstream_api_key`` upstream."""
 
     upstream_api_key: Key
-    api_keys: list[Key] = Field(min_length=1)
+    api_keys: KeyList = Field(min_length=1)
 
 
 class ProviderConfig(_ConfigModel):
@@ -134,6 +144,7 @@ class ProviderConfig(_ConfigModel):
     api_key: Key = SecretStr("")
     models: list[str] | None = None
     headers: dict[str, SecretStr] = Field(default_factory=dict)
+    proxy_url: str = ""  # overrides the global proxy-url for this backend ("direct": none)
 
     @field_validator("base_url")
     @classmethod
@@ -144,7 +155,7 @@ class ProviderConfig(_ConfigModel):
 class Settings(BaseSettings):
     """Every setting of ampbridge. Secrets are ``SecretStr``: no repr or log shows them."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     host: str = "127.0.0.1"
     port: int = Field(8317, ge=0, le=65535)
@@ -156,9 +167,22 @@ class Settings(BaseSettings):
     amp_restrict_management_to_localhost: bool = True
     amp_model_mappings: list[ModelMapping] = Field(default_factory=list)
     amp_force_model_mappings: bool = False
-    api_keys: list[Key] = Field(default_factory=list)
+    api_keys: KeyList = Field(default_factory=list)
     max_body_size: int = Field(64 * 1024 * 1024, gt=0)
     providers: list[ProviderConfig] = Field(default_factory=list)
+    # "never": a model call no local backend serves gets an error instead of Amp credits.
+    amp_fallback: Literal["allowed", "never"] = "allowed"
+    # Extra Host names ampbridge answers to (a tunnel's hostname; "*.example.com" for a suffix).
+    allowed_hosts: list[str] = Field(default_factory=list)
+    # Extra browser origins allowed to call ampbridge ("https://tool.example.com").
+    allowed_origins: list[str] = Field(default_factory=list)
+    # Browser routes (/auth, /threads, ...): "redirect" to the upstream's own site, or "proxy".
+    browser_routes: Literal["redirect", "proxy"] = "redirect"
+    # The public routing token Amp's cloud actor gateway wants (found in the installed CLI if empty).
+    amp_actor_routing_token: Key = SecretStr("")
+    # Outbound proxy for every connection ampbridge makes ("direct"/"none": no proxy at all;
+    # empty: HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment).
+    proxy_url: str = ""
 
     @field_validator("amp_upstream_url")
     @classmethod
@@ -174,11 +198,45 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings
+        return init_settings, EnvironmentSource(settings_cls, os.environ)
 
     @property
     def client_keys(self) -> frozenset[str]:
         return frozenset(key.get_secret_value() for key in self.api_keys)
+
+
+FLAT_KEYS = {_kebab(name): name for name in Settings.model_fields}
+
+
+class EnvironmentSource(PydanticBaseSettingsSource):
+    """``AMPBRIDGE_*`` variables from a mapping (the process environment at the app's edge, or
+    whatever ``load_settings(environ=...)`` was given). Lists and mappings are JSON."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self.environ = environ
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        name = env_name(field_name)
+        return self.environ.get(name), name, self.field_is_complex(field)
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for field_name, info in self.settings_cls.model_fields.items():
+            raw, name, complex_value = self.get_field_value(info, field_name)
+            if raw is None:
+                continue
+            if complex_value:
+                try:
+                    raw = json.loads(raw)
+                except ValueError as error:
+                    raise ConfigError(f"environment {name}: not valid JSON ({error})") from None
+            values[field_name] = raw
+        return values
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
 
 
 # --- the YAML file ---------------------------------------------------------------------------
@@ -318,11 +376,14 @@ def load_settings(
     document = read_config_file(path) if path else ConfigDocument()
     if document.unknown_keys:
         logger.warning("%s: ignoring keys ampbridge does not use: %s", path, ", ".join(document.unknown_keys))
-    return settings_from(document, **overrides)
+    return settings_from(document, environ=environ, **overrides)
 
 
-def settings_from(document: ConfigDocument, **overrides: Any) -> Settings:
+def settings_from(
+    document: ConfigDocument, *, environ: Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
     """Settings with ``document`` as the file layer (below the environment and ``overrides``)."""
+    environ = os.environ if environ is None else environ
 
     class FileBackedSettings(Settings):
         @classmethod
@@ -334,26 +395,52 @@ def settings_from(document: ConfigDocument, **overrides: Any) -> Settings:
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return init_settings, env_settings, ConfigFileSource(settings_cls, document)
+            return (
+                init_settings,
+                EnvironmentSource(settings_cls, environ),
+                ConfigFileSource(settings_cls, document),
+            )
 
     try:
         return FileBackedSettings(**overrides)
     except ValidationError as error:
-        raise ConfigError(_describe(error, document, overrides)) from None
+        raise ConfigError(_describe(error, document, overrides, environ)) from None
 
 
-def _describe(error: ValidationError, document: ConfigDocument, overrides: Mapping[str, Any]) -> str:
+def _describe(
+    error: ValidationError, document: ConfigDocument, overrides: Mapping[str, Any], environ: Mapping[str, str]
+) -> str:
     problems = []
     for item in error.errors():
         loc = item["loc"]
         name = str(loc[0]) if loc else "?"
         if name in overrides:
             where = f"argument {name}"
-        elif ENV_PREFIX + name.upper() in os.environ:
-            where = f"environment {ENV_PREFIX + name.upper()}"
+        elif env_name(name) in environ:
+            where = f"environment {env_name(name)}"
         elif name in document.values:
             where = document.locate(tuple(loc))
         else:
             where = name
-        problems.append(f"{where}: {item['msg']}")
+        message = item["msg"]
+        if item["type"] == "extra_forbidden" and loc:
+            message = unknown_key_message(str(loc[-1]), _entry_keys(name))
+        problems.append(f"{where}: {message}")
     return "invalid configuration:\n  " + "\n  ".join(problems)
+
+
+def _entry_keys(field_name: str) -> list[str]:
+    """The keys an entry of list setting ``field_name`` may have."""
+    entry = {
+        "providers": ProviderConfig,
+        "amp_model_mappings": ModelMapping,
+        "amp_upstream_api_keys": UpstreamKeyMapping,
+    }.get(field_name)
+    return entry.known_keys() if entry else list(FLAT_KEYS)
+
+
+def unknown_key_message(key: str, known: list[str]) -> str:
+    """``unknown key 'api-kye' (did you mean 'api-key'?)``."""
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(known)})"
+    return f"unknown key '{key}'{hint}"

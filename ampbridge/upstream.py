@@ -1,22 +1,31 @@
-"""``AmpUpstream``: forwards requests and WebSockets to the Amp upstream at the same path."""
+"""``AmpUpstream``: forwards requests and WebSockets to the Amp upstream at the same path.
+
+The Amp key goes only to the configured upstream origin (redirects are never followed). When
+ampbridge has no Amp key of its own and no client keys are configured, the client's own Amp key
+passes through unchanged (SPEC §17): ampbridge is then a transparent proxy.
+"""
 
 from __future__ import annotations
 
 import httpx
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from .errors import error_response
-from .headers import WEBSOCKET_HANDSHAKE, RawHeaders, scrub_query, scrub_request_headers
+from . import scope_keys
+from .credentials import CREDENTIAL_HEADERS, scrub_query
+from .errors import refuse
+from .headers import WEBSOCKET_HANDSHAKE, RawHeaders, scrub_request_headers
 from .http_client import SharedClient
+from .provider_alias import raw_route_path
 from .proxy import Exchange, upstream_accept_encoding
 from .secrets import UpstreamKeyResolver
 from .websocket_relay import relay_websocket
 
-CLIENT_KEY_SCOPE = "ampbridge.client_key"  # set by ClientKeyAuth: the key that authenticated
+UPSTREAM_ERROR = "amp_upstream_proxy_error"
 
 
-def unreachable_upstream() -> ASGIApp:
-    return error_response(502, "amp_upstream_proxy_error", "Failed to reach Amp upstream")
+async def upstream_failed(scope: Scope, receive: Receive, send: Send, status: int) -> None:
+    message = "Amp upstream timed out" if status == 504 else "Failed to reach Amp upstream"
+    await refuse(scope, receive, send, status, UPSTREAM_ERROR, message)
 
 
 def key_headers(key: str | None) -> RawHeaders:
@@ -28,7 +37,10 @@ def key_headers(key: str | None) -> RawHeaders:
 
 class AmpUpstream:
     """The reverse proxy to the Amp control plane. Its host is fixed: only the path and query of
-    a request are carried over, so nothing a client sends can point it elsewhere."""
+    a request are carried over, so nothing a client sends can point it elsewhere.
+
+    ``send_key=False`` (browser routes) sends no Amp key at all; ``keep_cookies`` passes the
+    client's ``Cookie`` header (browser and control-plane routes only)."""
 
     def __init__(
         self,
@@ -38,7 +50,9 @@ class AmpUpstream:
         keys: UpstreamKeyResolver,
         max_body_size: int,
         client_keys: frozenset[str] = frozenset(),
-        strip_cors: bool = True,
+        path_prefix: bytes = b"",
+        send_key: bool = True,
+        keep_cookies: bool = False,
     ) -> None:
         base = httpx.URL(upstream_url)
         self.base = base
@@ -50,22 +64,38 @@ class AmpUpstream:
         self.keys = keys
         self.max_body_size = max_body_size
         self.client_keys = client_keys
-        self.strip_cors = strip_cors
+        self.path_prefix = path_prefix
+        self.send_key = send_key
+        self.keep_cookies = keep_cookies
 
     def __repr__(self) -> str:
         return f"AmpUpstream({str(self.base)!r})"
 
-    def _target(self, scope: Scope) -> tuple[bytes, RawHeaders]:
-        raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
+    def _target(self, scope: Scope) -> bytes:
+        """The upstream path: ``path_prefix`` + the raw path below the mount point (so a host app
+        may mount ampbridge anywhere) + the query without client keys."""
         query = scrub_query(scope.get("query_string", b""), self.client_keys)
-        target = self.base_path + raw_path + (b"?" + query if query else b"")
-        key = self.keys.resolve(scope.get(CLIENT_KEY_SCOPE))
-        return target, key_headers(key)
+        return self.base_path + self.path_prefix + raw_route_path(scope) + (b"?" + query if query else b"")
+
+    def _auth(self, scope: Scope) -> RawHeaders:
+        """The Amp key for this request, or the client's own when ampbridge has none (§17)."""
+        if not self.send_key:
+            return []
+        key = self.keys.resolve(scope.get(scope_keys.CLIENT_KEY))
+        if key:
+            return key_headers(key)
+        if self.client_keys:
+            return []
+        return [(name, value) for name, value in scope["headers"] if name.lower() in CREDENTIAL_HEADERS]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        target, auth = self._target(scope)
+        target = self._target(scope)
+        auth = self._auth(scope)
         if scope["type"] == "websocket":
-            headers = scrub_request_headers(scope["headers"], WEBSOCKET_HANDSHAKE) + auth
+            headers = scrub_request_headers(
+                scope["headers"], WEBSOCKET_HANDSHAKE, keep_cookies=self.keep_cookies
+            )
+            headers += auth
             await relay_websocket(
                 scope,
                 receive,
@@ -75,7 +105,7 @@ class AmpUpstream:
                 max_size=self.max_body_size,
             )
             return
-        headers = scrub_request_headers(scope["headers"])
+        headers = scrub_request_headers(scope["headers"], keep_cookies=self.keep_cookies)
         headers.append((b"accept-encoding", upstream_accept_encoding(scope)))
         headers.extend(auth)
         exchange = Exchange(
@@ -83,7 +113,6 @@ class AmpUpstream:
             url=self.base.copy_with(raw_path=target),
             headers=headers,
             max_body_size=self.max_body_size,
-            unreachable=unreachable_upstream,
-            strip_cors=self.strip_cors,
+            fail=upstream_failed,
         )
         await exchange.run(scope, receive, send)

@@ -4,6 +4,8 @@ httpx speaks no WebSocket, so the upstream side uses the ``websockets`` library,
 also uses for the server side: one maintained dependency for both ends. The upstream handshake
 happens first; only when it succeeds is the client accepted, with the subprotocol the upstream
 chose. Frames flow both ways until either side closes; the close code and reason are passed on.
+A redirect from the upstream is never followed (the key must not travel to another host): the
+client gets the refusal instead.
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ UNSENDABLE_CLOSE_CODES = {1005: 1000, 1006: 1011, 1015: 1011}
 UNREACHABLE_BODY = b'{"error":"amp_upstream_proxy_error","message":"Failed to reach Amp upstream"}'
 
 
+class _connect_without_redirects(connect):
+    """``websockets``' ``connect`` that treats every redirect as a refusal."""
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
+
+
 async def relay_websocket(
     scope: Scope, receive: Receive, send: Send, *, url: str, headers: RawHeaders, max_size: int
 ) -> None:
@@ -32,7 +41,7 @@ async def relay_websocket(
     user_agent = header_value(headers, b"user-agent")
     extra = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k.lower() != b"user-agent"]
     try:
-        upstream = await connect(
+        upstream = await _connect_without_redirects(
             url,
             additional_headers=extra,
             subprotocols=scope.get("subprotocols") or None,

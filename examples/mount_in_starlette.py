@@ -37,13 +37,8 @@ async def chat_completions(request: Request) -> JSONResponse:
 
 my_models = Starlette(routes=[Route("/v1/chat/completions", chat_completions, methods=["POST"])])
 
-amp = ampbridge.app(
-    local_app=my_models,
-    local_models=["my-model*"],
-    settings=ampbridge.Settings(),  # or ampbridge.load_settings("config.yaml")
-)
+# Settings from the config file and environment, as `ampbridge serve` reads them; your own model
+# server in place of the configured providers. No lifespan needed: it starts on first use.
+amp = ampbridge.app(local_app=my_models, local_models=["my-model*"])
 
-app = Starlette(
-    routes=[Mount("/api", app=amp), Mount("/", app=my_models)],
-    lifespan=amp.router.lifespan_context,  # opens and closes ampbridge's HTTP client
-)
+app = Starlette(routes=[Mount("/api", app=amp), Mount("/", app=my_models)])

@@ -9,7 +9,7 @@ import pytest
 
 from ampbridge.http_client import SharedClient
 from ampbridge.settings import Settings
-from ampbridge.standalone import Standalone
+from ampbridge.standalone import create_app
 
 from .servers import FIXTURES, RecordingServer, ServerThread, amp_upstream, model_backend
 
@@ -51,7 +51,7 @@ def running_bridge(
     client: SharedClient | None = None,
     **config: Any,
 ) -> Iterator[ServerThread]:
-    app = Standalone(settings=settings, environ=environ or {}, configure_logs=False, client=client)
+    app = create_app(settings=settings, environ=environ or {}, configure_logs=False, client=client)
     with ServerThread(app, **config) as thread:
         thread.standalone = app  # type: ignore[attr-defined]
         yield thread

@@ -380,8 +380,18 @@ class TestUpstreamKey:
         self.write_secrets(monkeypatch, tmp_path, "{not json")
         assert self.sent_key(upstream, bridge, Settings(amp_upstream_url=upstream.url)) is None
 
-    def test_no_key_forwards_without_auth(self, upstream, bridge):
+    def test_without_any_amp_key_the_clients_own_key_passes_through(self, upstream, bridge):
         ampbridge = bridge(Settings(amp_upstream_url=upstream.url))
+        httpx.post(
+            f"{ampbridge.url}/api/internal?getUserInfo",
+            headers={"Authorization": "Bearer amp-key-of-the-cli", "X-Api-Key": "amp-key-of-the-cli"},
+            content=b"{}",
+        )
+        assert upstream.requests[-1].header("authorization") == "Bearer amp-key-of-the-cli"
+        assert upstream.requests[-1].header("x-api-key") == "amp-key-of-the-cli"
+
+    def test_with_client_keys_and_no_amp_key_nothing_is_forwarded_as_a_key(self, upstream, bridge):
+        ampbridge = bridge(Settings(amp_upstream_url=upstream.url, api_keys=["client"]))
         httpx.post(
             f"{ampbridge.url}/api/internal?getUserInfo",
             headers={"Authorization": "Bearer client"},

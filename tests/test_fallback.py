@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from ampbridge import AmpFallback, ModelMapping, ProviderAlias, WireFormat
-from ampbridge.fallback import MODEL_SCOPE
 from ampbridge.mapping import ModelMapper, RouteDecision, decide
 from ampbridge.models import ModelPatterns, split_thinking_suffix
+from ampbridge.scope_keys import MODEL as MODEL_SCOPE
 
 
 def recording_app(name: str, seen: list):

@@ -8,7 +8,7 @@ import pytest
 
 from ampbridge import LocalhostOnly, is_loopback_peer
 from ampbridge.settings import Settings
-from ampbridge.standalone import Standalone
+from ampbridge.standalone import create_app
 
 DENIED = {"error": "Access denied: management routes restricted to localhost"}
 
@@ -69,8 +69,7 @@ def test_disabled_gate_lets_everyone_through():
 
 
 def test_standalone_gate_covers_management_but_not_health():
-    app = Standalone(settings=Settings(amp_upstream_url="http://127.0.0.1:9"), configure_logs=False)
-    app.routes = app.build(app.load())  # what the lifespan does; the gate answers before any I/O
+    app = create_app(settings=Settings(amp_upstream_url="http://127.0.0.1:9"), configure_logs=False)
 
     async def run() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app, client=("192.0.2.7", 5000))

@@ -197,13 +197,13 @@ def test_unreadable_model_goes_upstream_or_gets_400_without_one(backends, upstre
     assert "model" in response.json()["message"]
 
 
-def test_no_upstream_gives_502_naming_the_model(backends, bridge):
+def test_no_upstream_gives_404_naming_the_model(backends, bridge):
     ampbridge = bridge(provider_settings(backends, amp_upstream_url=""))
     response = httpx.post(
         f"{ampbridge.url}/api/provider/openai/v1/chat/completions", json={"model": "gpt-9-ultra"}
     )
-    assert response.status_code == 502
-    assert response.json()["error"] == "no_provider"
+    assert response.status_code == 404
+    assert response.json()["error"] == "model_not_found"
     assert "'gpt-9-ultra'" in response.json()["message"]
     assert "amp-model-mappings" in response.json()["message"]
 
@@ -504,5 +504,5 @@ def test_plain_routes_serve_non_amp_clients_locally_and_never_spend_credits(back
     gemini = httpx.post(f"{ampbridge.url}/v1beta/models/gemini-2.5-pro:generateContent", json={})
     assert local.headers["x-served-by"] == "anthropic-backend"
     assert gemini.headers["x-served-by"] == "google-backend"
-    assert unknown.status_code == 502
+    assert unknown.status_code == 404
     assert upstream.requests == []

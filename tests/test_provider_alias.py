@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from ampbridge import ProviderAlias
-from ampbridge.provider_alias import PROVIDER_CALL_SCOPE, CallKind
+from ampbridge.routes import CallKind
+from ampbridge.scope_keys import PROVIDER_CALL as PROVIDER_CALL_SCOPE
 
 
 async def echo_path(scope, receive, send):
@@ -135,19 +136,14 @@ def test_amp_paths_map_onto_standard_paths(method, path, local, provider, wire, 
         ("POST", "/api/provider/google/v1beta/models/x:y/z"),
     ],
 )
-def test_other_provider_paths_go_to_unmatched_unchanged(method, path):
-    response = call(ProviderAlias(echo_path, unmatched=upstream_marker), method, path)
-    assert (response.status_code, response.text) == (299, path)
-
-
-def test_without_unmatched_they_reach_the_app_unchanged():
-    response = call(ProviderAlias(echo_path), "POST", "/api/provider/openai/v1/files")
-    assert response.json()["path"] == "/api/provider/openai/v1/files"
+def test_other_provider_paths_reach_the_app_unchanged(method, path):
+    response = call(ProviderAlias(echo_path), method, path)
+    assert response.json()["path"] == path
     assert response.json()["provider"] is None
 
 
 def test_paths_outside_the_prefix_reach_the_app_unchanged():
-    response = call(ProviderAlias(echo_path, unmatched=upstream_marker), "POST", "/v1/messages")
+    response = call(ProviderAlias(echo_path), "POST", "/v1/messages")
     assert response.json()["path"] == "/v1/messages"
 
 

@@ -11,7 +11,7 @@ import threading
 import httpx
 import yaml
 
-from ampbridge.standalone import Standalone
+from ampbridge.standalone import create_app
 
 from .servers import ServerThread, eventually, model_backend
 
@@ -51,7 +51,7 @@ def test_a_new_mapping_takes_effect_and_a_broken_edit_keeps_the_old_settings(
     config_path = tmp_path / "config.yaml"
     config = base_config(upstream, backends)
     write_config(config_path, config)
-    with ServerThread(Standalone(config_path, environ={}, configure_logs=False)) as server:
+    with ServerThread(create_app(config_path, environ={}, configure_logs=False)) as server:
         assert served_by(server.url, "claude-opus-9") == "amp-upstream"
 
         config["amp-model-mappings"] = [{"from": "claude-opus-9", "to": "claude-opus-4-7"}]
@@ -74,7 +74,7 @@ def test_keys_and_gate_reload_by_atomic_rename(tmp_path, upstream, backends):
     config_path = tmp_path / "config.yaml"
     config = base_config(upstream, backends)
     write_config(config_path, config)
-    with ServerThread(Standalone(config_path, environ={}, configure_logs=False)) as server:
+    with ServerThread(create_app(config_path, environ={}, configure_logs=False)) as server:
         assert httpx.get(f"{server.url}/api/user").status_code == 200
         write_config(config_path, {**config, "api-keys": ["new-client-key"]}, atomic=True)
         assert eventually(lambda: httpx.get(f"{server.url}/api/user").status_code == 401)
@@ -101,7 +101,7 @@ def test_a_stream_in_flight_survives_a_reload(tmp_path, upstream):
         }
         write_config(config_path, config)
         with (
-            ServerThread(Standalone(config_path, environ={}, configure_logs=False)) as server,
+            ServerThread(create_app(config_path, environ={}, configure_logs=False)) as server,
             httpx.stream(
                 "POST",
                 f"{server.url}/api/provider/anthropic/v1/messages",

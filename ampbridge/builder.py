@@ -1,0 +1,230 @@
+"""The one builder: one version of the settings in, the whole app out.
+
+Every entry point (``ampbridge.app()``, ``ampbridge.standalone:app``, ``ampbridge serve``) gets its
+app from ``build``. The app is the public parts stacked per route kind — gates around the Amp
+upstream, ``ProviderAlias`` and ``AmpFallback`` around the local model server — behind a single
+dispatcher that reads the one route table (``routes``). Nothing here runs in the background;
+``runtime`` owns what outlives a settings version.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .backends import LocalBackends
+from .client_keys import ClientKeyAuth
+from .credentials import key_problem
+from .errors import refuse
+from .fallback import AmpFallback
+from .gzip_unwrap import GzipUnwrap
+from .http_client import SharedClient
+from .localhost import LocalhostOnly
+from .models import LocalModelsLike
+from .no_cors import RefuseCors
+from .provider_alias import ProviderAlias, route_path
+from .proxy import ReplyBroken
+from .routes import RouteKind, api_path, classify_api, classify_root
+from .safe_paths import SafePaths
+from .secrets import AmpSecretsFile, UpstreamKeyResolver, amp_secrets_path
+from .settings import ConfigError, Settings
+from .upstream import AmpUpstream
+
+logger = logging.getLogger("ampbridge")
+
+UNAVAILABLE = "amp upstream proxy not available"
+AMP_API_KEY_ENV = "AMP_API_KEY"
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    """The library's local model server: your own ASGI app and the models it serves."""
+
+    app: ASGIApp
+    models: LocalModelsLike
+
+
+@dataclass(frozen=True)
+class BuiltApp:
+    """The apps built from one version of the settings."""
+
+    settings: Settings
+    root: ASGIApp  # every route of the standalone server
+    api: ASGIApp  # the routes below /api, for mounting there
+    backends: LocalBackends | None  # the configured providers (None with a library LocalServer)
+
+
+def upstream_key_resolver(settings: Settings, environ: Mapping[str, str]) -> UpstreamKeyResolver:
+    """Where the Amp key comes from, per SPEC §6. A key that cannot be sent is a ConfigError."""
+    environment_key = environ.get(AMP_API_KEY_ENV, "").strip()
+    if environment_key and (problem := key_problem(environment_key)):
+        raise ConfigError(f"environment {AMP_API_KEY_ENV}: {problem}")
+    per_client: dict[str, str] = {}
+    for index, mapping in enumerate(settings.amp_upstream_api_keys):
+        for client_key in mapping.api_keys:
+            key = client_key.get_secret_value()
+            if key in per_client:
+                logger.warning(
+                    "amp-upstream-api-keys[%d]: a client key is mapped by an earlier entry, which wins", index
+                )
+                continue
+            per_client[key] = mapping.upstream_api_key.get_secret_value()
+    url = settings.amp_upstream_url
+    return UpstreamKeyResolver(
+        configured_key=settings.amp_upstream_api_key.get_secret_value(),
+        environment_key=environment_key,
+        secrets_file=AmpSecretsFile(amp_secrets_path(), url) if url else None,
+        per_client=per_client,
+    )
+
+
+async def healthz(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "http":
+        body = b'{"status":"ok"}'
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"15")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    else:
+        await refuse(scope, receive, send, 404, "not_found", "No WebSocket here")
+
+
+async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    method = scope.get("method", "WebSocket")
+    await refuse(scope, receive, send, 404, "not_found", f"No route for {method} {scope['path']}")
+
+
+async def upstream_unavailable(scope: Scope, receive: Receive, send: Send) -> None:
+    await refuse(scope, receive, send, 503, UNAVAILABLE)
+
+
+class HttpOnly:
+    """Routes a browser opens never upgrade to a WebSocket."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await refuse(scope, receive, send, 403, "forbidden", "No WebSocket on this route")
+            return
+        await self.app(scope, receive, send)
+
+
+class Dispatch:
+    """The one dispatcher: classifies a request with the route table and hands it to the app
+    built for its kind. ``api_mounted``: the app lives below ``/api`` (``ampbridge.app()``)."""
+
+    def __init__(self, apps: Mapping[RouteKind, ASGIApp], *, api_mounted: bool) -> None:
+        self.apps = dict(apps)
+        self.api_mounted = api_mounted
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return
+        method: str | None = scope.get("method") if scope["type"] == "http" else None
+        path = route_path(scope)
+        if self.api_mounted:
+            kind = classify_api(path, method)
+        else:
+            kind = classify_root(path, method)
+            if api_path(path) is not None:  # the API part sees itself mounted at /api
+                scope = {**scope, "root_path": scope.get("root_path", "") + "/api"}
+        started = False
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] in ("http.response.start", "websocket.accept")
+            await send(message)
+
+        try:
+            await self.apps.get(kind, not_found)(scope, receive, watched_send)
+        except ReplyBroken as broken:
+            if not started:
+                await broken.fail(scope, receive, send, broken.status)
+
+
+def build(
+    settings: Settings,
+    *,
+    client: SharedClient,
+    environ: Mapping[str, str],
+    local: LocalServer | None = None,
+    previous: BuiltApp | None = None,
+) -> BuiltApp:
+    """The app for ``settings``. Raises ConfigError for settings that validate but cannot be
+    used (a key that cannot be sent in a header)."""
+    keys = upstream_key_resolver(settings, environ)
+    client_keys = settings.client_keys
+    max_body = settings.max_body_size
+
+    backends: LocalBackends | None = None
+    if local is None:
+        backends = LocalBackends(settings.providers, client=client, max_body_size=max_body)
+        if previous is not None and previous.backends is not None:
+            backends.adopt_discoveries(previous.backends)
+        local_app: ASGIApp = backends
+        local_models: LocalModelsLike = backends
+    else:
+        local_app, local_models = local.app, local.models
+
+    def upstream(*, prefix: bytes, send_key: bool = True, keep_cookies: bool = False) -> ASGIApp:
+        proxy = AmpUpstream(
+            upstream_url=settings.amp_upstream_url,
+            client=client,
+            keys=keys,
+            max_body_size=max_body,
+            client_keys=client_keys,
+            path_prefix=prefix,
+            send_key=send_key,
+            keep_cookies=keep_cookies,
+        )
+        return GzipUnwrap(proxy, max_decoded_size=max_body)
+
+    def management(app: ASGIApp) -> ASGIApp:
+        """No CORS, the localhost gate (when on), in that order (SPEC §4.2)."""
+        return RefuseCors(LocalhostOnly(app, enabled=settings.amp_restrict_management_to_localhost))
+
+    has_upstream = bool(settings.amp_upstream_url)
+    may_spend_credits = has_upstream and settings.amp_fallback == "allowed"
+    fallback_upstream = upstream(prefix=b"/api") if may_spend_credits else None
+    models = ClientKeyAuth(
+        ProviderAlias(
+            AmpFallback(
+                local_app,
+                local_models=local_models,
+                upstream=fallback_upstream,
+                mappings=settings.amp_model_mappings,
+                force_mappings=settings.amp_force_model_mappings,
+                max_body_size=max_body,
+                upstream_refused=has_upstream,
+            ),
+            prefix="/provider/",
+        ),
+        keys=client_keys,
+    )
+    if has_upstream:
+        control = management(ClientKeyAuth(upstream(prefix=b"/api", keep_cookies=True), keys=client_keys))
+        actors = management(ClientKeyAuth(upstream(prefix=b""), keys=client_keys))
+        # A browser sends no client key, and carries its own session: never the Amp key.
+        browser = management(HttpOnly(upstream(prefix=b"", send_key=False, keep_cookies=True)))
+    else:
+        control = actors = browser = upstream_unavailable
+
+    api = SafePaths(Dispatch({RouteKind.MODEL: models, RouteKind.CONTROL: control}, api_mounted=True))
+    root = SafePaths(
+        Dispatch(
+            {
+                RouteKind.MODEL: models,
+                RouteKind.CONTROL: control,
+                RouteKind.ACTORS: actors,
+                RouteKind.BROWSER: browser,
+                RouteKind.LOCAL: ClientKeyAuth(local_app, keys=client_keys),
+                RouteKind.HEALTH: healthz,
+            },
+            api_mounted=False,
+        )
+    )
+    return BuiltApp(settings=settings, root=root, api=api, backends=backends)

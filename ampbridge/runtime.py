@@ -1,0 +1,234 @@
+"""What outlives one version of the settings: where they come from, the app built from the
+current version (swapped whole on reload), the shared HTTP client, and the background jobs.
+
+Resources open on first use, so an app mounted in a host that never runs its lifespan works;
+when the lifespan does run, the jobs run inside it and everything is closed on shutdown. A
+reload that fails to load or to build is logged as not applied and the running app stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import sniffio
+from starlette.types import Receive, Send
+
+from .builder import BuiltApp, LocalServer, build
+from .http_client import SharedClient
+from .logs import configure_logging
+from .settings import ConfigError, Settings, find_config_file, load_settings
+from .supervisor import Job, run_jobs
+
+logger = logging.getLogger("ampbridge")
+
+DISCOVERY_WAIT_SECONDS = 5.0
+WATCH_INTERVAL_SECONDS = 1.0
+DISCOVERY_REFRESH_SECONDS = 300.0
+DISCOVERY_RETRY_SECONDS = 30.0
+
+
+@dataclass
+class SettingsSource:
+    """Where settings come from: given outright, or the config file + environment + overrides
+    (read the way ``ampbridge serve`` reads them)."""
+
+    config_path: str | os.PathLike[str] | None = None
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    settings: Settings | None = None
+
+    def load(self) -> Settings:
+        if self.settings is not None:
+            return self.settings
+        return load_settings(self.config_path, environ=self.environ, **self.overrides)
+
+    def config_file(self) -> Path | None:
+        if self.settings is not None:
+            return None
+        try:
+            return find_config_file(self.config_path, self.environ)
+        except ConfigError:
+            return None
+
+
+class Runtime:
+    def __init__(
+        self,
+        source: SettingsSource,
+        *,
+        client: SharedClient | None = None,
+        local: LocalServer | None = None,
+        watch_config: bool = True,
+        configure_logs: bool = False,
+        builder: Callable[..., BuiltApp] = build,
+    ) -> None:
+        self.source = source
+        self.client = client or SharedClient()
+        self.local = local
+        self.watch_config = watch_config
+        self.configure_logs = configure_logs
+        self.builder = builder
+        self.built: BuiltApp | None = None
+        self.discovery_complete = True
+        self._start_lock = anyio.Lock()
+        self._jobs_running = False
+        self._detached_jobs: asyncio.Task[None] | None = None
+
+    # --- the current app ----------------------------------------------------------------
+
+    async def current(self) -> BuiltApp:
+        """The app of the current settings; on first use, load and build it (and start the
+        background jobs when no lifespan runs them). Raises ConfigError."""
+        built = self.built
+        if built is not None:
+            return built
+        async with self._start_lock:
+            if self.built is None:
+                settings = self.source.load()
+                self._apply_logging(settings)
+                self.built = self._build(settings)
+                await self._discover(only_undiscovered=False)
+                self._start_detached_jobs()
+        assert self.built is not None
+        return self.built
+
+    def _build(self, settings: Settings) -> BuiltApp:
+        return self.builder(
+            settings, client=self.client, environ=self.source.environ, local=self.local, previous=self.built
+        )
+
+    def _apply_logging(self, settings: Settings) -> None:
+        if self.configure_logs:
+            configure_logging(debug=settings.debug, to_file=settings.logging_to_file)
+
+    # --- lifespan -------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def lifespan(self, _app: object = None) -> AsyncIterator[None]:
+        """Start (load, build, discover), run the jobs while serving, close on the way out.
+        Usable as a Starlette/FastAPI ``lifespan=``."""
+        self._jobs_running = True  # this lifespan runs them: no detached copy
+        try:
+            await self.current()
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(run_jobs, self.jobs())
+                try:
+                    yield
+                finally:
+                    tasks.cancel_scope.cancel()
+        finally:
+            self._jobs_running = False
+            await self.client.aclose()
+
+    async def serve_lifespan(self, receive: Receive, send: Send) -> None:
+        """The ASGI lifespan protocol around ``lifespan``: ``startup.failed`` only before
+        ``startup.complete``, never after."""
+        await receive()  # lifespan.startup
+        started = False
+        try:
+            async with self.lifespan():
+                started = True
+                await send({"type": "lifespan.startup.complete"})
+                await receive()  # lifespan.shutdown
+        except Exception as error:
+            if started:
+                logger.error("ampbridge shut down with an error: %s", error)
+            else:
+                message = str(error) if isinstance(error, ConfigError) else f"{type(error).__name__}: {error}"
+                logger.error("ampbridge could not start: %s", message)
+                await send({"type": "lifespan.startup.failed", "message": message})
+                return
+        await send({"type": "lifespan.shutdown.complete"})
+
+    def _start_detached_jobs(self) -> None:
+        """Without a lifespan, the jobs run as a task of the server's event loop."""
+        if self._jobs_running or sniffio.current_async_library() != "asyncio":
+            return
+        self._jobs_running = True
+        self._detached_jobs = asyncio.get_running_loop().create_task(run_jobs(self.jobs()))
+
+    async def aclose(self) -> None:
+        """Stop detached jobs and close the shared client (for hosts that manage it by hand)."""
+        task, self._detached_jobs = self._detached_jobs, None
+        if task is not None:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+            self._jobs_running = False
+        await self.client.aclose()
+
+    # --- background jobs ----------------------------------------------------------------
+
+    def jobs(self) -> list[Job]:
+        jobs = [Job("model discovery", self._keep_discovering, DISCOVERY_RETRY_SECONDS)]
+        if self.watch_config and self.source.config_file() is not None:
+            jobs.append(Job("config watcher", self._watch_config, WATCH_INTERVAL_SECONDS))
+        return jobs
+
+    async def _discover(self, *, only_undiscovered: bool) -> None:
+        backends = self.built.backends if self.built else None
+        if backends is None or not backends.needs_discovery:
+            return
+        with anyio.move_on_after(DISCOVERY_WAIT_SECONDS):
+            self.discovery_complete = await backends.discover_all(only_undiscovered=only_undiscovered)
+
+    async def _keep_discovering(self) -> None:
+        """Refresh the model lists of backends configured without ``models``: every 5 minutes,
+        every 30 s while a listing fails (the first one included)."""
+        while True:
+            complete = self.discovery_complete
+            await anyio.sleep(DISCOVERY_REFRESH_SECONDS if complete else DISCOVERY_RETRY_SECONDS)
+            backends = self.built.backends if self.built else None
+            if backends is not None and backends.needs_discovery:
+                self.discovery_complete = await backends.discover_all()
+
+    async def _watch_config(self) -> None:
+        """Polls the config file (in-place writes and atomic renames alike) and applies changes."""
+        path = self.source.config_file()
+        if path is None:
+            return
+        seen = _file_state(path)
+        while True:
+            await anyio.sleep(WATCH_INTERVAL_SECONDS)
+            state = _file_state(path)
+            if state != seen:
+                seen = state
+                await self.reload()
+
+    async def reload(self) -> bool:
+        """Re-read the settings and swap in a new app; keep the running one when the new
+        settings do not load or do not build."""
+        previous = self.built
+        try:
+            settings = self.source.load()
+            built = self._build(settings)
+        except Exception as error:
+            reason = str(error) if isinstance(error, ConfigError) else f"{type(error).__name__}: {error}"
+            logger.error("config change not applied, the previous settings stay in force: %s", reason)
+            return False
+        if previous is not None and (settings.host, settings.port) != (
+            previous.settings.host,
+            previous.settings.port,
+        ):
+            logger.warning("host and port changes take effect after a restart")
+        self._apply_logging(settings)
+        self.built = built
+        await self._discover(only_undiscovered=True)
+        logger.info("configuration reloaded")
+        return True
+
+
+def _file_state(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
