@@ -10,7 +10,9 @@ stream (``text/event-stream``; events are passed as they come), a file reply
 (``http.response.pathsend``), and a body that does not start with the gzip magic. A body that
 starts like gzip but does not decode (corrupt or cut short) is passed on exactly as it came when
 nothing has been sent yet; once decoded bytes are out, the response is cut instead. Either way the
-log gets one warning line, never a traceback.
+log gets one warning line, never a traceback. When the wrapped app returns before its body is
+complete (its source broke off), what was held goes out as it came and the response is left open,
+so the server cuts the connection as it would have without this middleware.
 
 The decoded size is capped, so a gzip bomb cannot exhaust memory: over the cap the client gets a
 502 (or, when headers are already out, the response is left incomplete, which makes the server cut
@@ -90,6 +92,9 @@ class UnwrapResponder:
         except ResponseAborted:
             if not self.aborted:
                 raise  # someone else's abort
+            return
+        if self.start is not None:  # the app stopped before its body was complete (source broke off)
+            await self._pass_from_now_on(more=True)  # as far as it came: the server cuts the rest
 
     async def send_unwrapped(self, message: Message) -> None:
         kind = message["type"]

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from starlette.types import Message, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .headers import header_value
 from .models import WireFormat
@@ -247,6 +247,15 @@ class SseRewriter:
 # --- the ASGI side -----------------------------------------------------------------------------
 
 
+async def call_with_fixes(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, fixer: ResponseFixer, *, max_json_size: int
+) -> None:
+    """Run ``app`` with its response fixed by a ``RewritingSend`` (finished when the app returns)."""
+    rewriting = RewritingSend(send, fixer, max_json_size=max_json_size)
+    await app(scope, receive, rewriting)
+    await rewriting.finish()
+
+
 class RewritingSend:
     """Wraps ``send`` for one local response: SSE is rewritten as it streams; a JSON body is
     collected (up to ``max_json_size``), fixed and sent with a corrected length. Errors,
@@ -309,10 +318,18 @@ class RewritingSend:
     async def _give_up(self, more: bool) -> None:
         """Too large to rewrite: send what was held as it was and pass the rest through."""
         assert self.start is not None
+        start, self.start = self.start, None
         self.mode = "pass"
-        await self.send(self.start)
+        await self.send(start)
         await self.send({"type": "http.response.body", "body": b"".join(self.collected), "more_body": more})
         self.collected = []
+
+    async def finish(self) -> None:
+        """Call once the app has returned. A JSON reply it never completed (its source broke off)
+        is passed on as far as it came and left open, so the server cuts the connection just as
+        without the rewrite, rather than answering 500 for a reply whose start it never saw."""
+        if self.mode == "json" and self.start is not None:
+            await self._give_up(more=True)
 
     async def _send_fixed(self) -> None:
         assert self.start is not None
@@ -327,7 +344,8 @@ class RewritingSend:
                 body = dump_json(value)
                 headers = _with_content_length(self.start.get("headers", []), len(body))
                 self.start = {**self.start, "headers": headers}
-        await self.send(self.start)
+        start, self.start = self.start, None
+        await self.send(start)
         await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
 

@@ -276,3 +276,23 @@ def test_other_scopes_pass_straight_through():
 def test_bad_sizes_fail_at_construction(arguments):
     with pytest.raises(ValueError, match="GzipUnwrap"):
         GzipUnwrap(app_sending([]), **arguments)
+
+
+def app_breaking_off(body: bytes, headers: Headers):
+    """An app whose source broke off: it sent a start and part of a body, then returned."""
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": list(headers)})
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+
+    return app
+
+
+@pytest.mark.parametrize("partial", [b"\x1f", COMPRESSED[:40]], ids=["before-the-magic", "mid-gzip"])
+def test_a_body_that_breaks_off_while_held_is_passed_as_far_as_it_came_and_left_open(partial):
+    headers = [*JSON_HEADERS, (b"Content-Length", str(len(COMPRESSED)).encode())]
+    sent = record(GzipUnwrap(app_breaking_off(partial, headers)))
+    assert sent == [
+        {"type": "http.response.start", "status": 200, "headers": headers},
+        {"type": "http.response.body", "body": partial, "more_body": True},
+    ]

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from ampbridge.models import WireFormat
 from ampbridge.rewrite import (
     ResponseFixer,
-    RewritingSend,
     SseRewriter,
+    call_with_fixes,
     requested_tool_names,
     sanitize_anthropic_request,
 )
@@ -182,7 +182,7 @@ def replying(body: bytes, headers: Headers, chunk: int = 10):
 
 def fixed(app):
     async def wrapped(scope, receive, send):
-        await app(scope, receive, RewritingSend(send, fixer(), max_json_size=1 << 20))
+        await call_with_fixes(app, scope, receive, send, fixer(), max_json_size=1 << 20)
 
     return wrapped
 
@@ -281,3 +281,25 @@ def test_error_replies_pass_untouched():
         await send({"type": "http.response.body", "body": MAPPED_JSON})
 
     assert record(fixed(app)) == record(app)
+
+
+def test_a_json_reply_that_breaks_off_is_passed_as_far_as_it_came_and_left_open():
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": list(JSON_CANONICAL)})
+        await send({"type": "http.response.body", "body": MAPPED_JSON[:30], "more_body": True})
+
+    assert record(fixed(app)) == [
+        {"type": "http.response.start", "status": 200, "headers": JSON_CANONICAL},
+        {"type": "http.response.body", "body": MAPPED_JSON[:30], "more_body": True},
+    ]
+
+
+def test_a_json_reply_too_large_to_fix_passes_unchanged():
+    async def app(scope, receive, send):
+        await call_with_fixes(
+            replying(MAPPED_JSON, JSON_CANONICAL), scope, receive, send, fixer(), max_json_size=50
+        )
+
+    sent = record(app)
+    assert sent[0]["headers"] == JSON_CANONICAL
+    assert body_of(sent) == MAPPED_JSON
