@@ -19,11 +19,20 @@ _THINKING_SUFFIX = re.compile(r"^(?P<base>.*?)(?P<suffix>\([^()]*\))$", re.DOTAL
 
 
 def split_thinking_suffix(model: str) -> tuple[str, str]:
-    """``"gpt-5(high)"`` -> ``("gpt-5", "(high)")``; a name without a suffix -> ``(name, "")``."""
+    """``"gpt-5(high)"`` -> ``("gpt-5", "(high)")``; a name without a suffix -> ``(name, "")``.
+    A suffix with nothing in it (``"gpt-5()"``, ``"gpt-5( )"``) is no suffix: ``("gpt-5", "")``."""
     match = _THINKING_SUFFIX.match(model)
     if match and match["base"]:
-        return match["base"], match["suffix"]
+        suffix = match["suffix"]
+        return match["base"], suffix if suffix[1:-1].strip() else ""
     return model, ""
+
+
+def model_to_send(model: str) -> str:
+    """The name a backend gets for ``model``: the same, less an empty thinking suffix
+    (``"gpt-5()"`` -> ``"gpt-5"``; ``"gpt-5(high)"`` is kept)."""
+    base, suffix = split_thinking_suffix(model)
+    return base + suffix
 
 
 def describe_model(model: str | None, limit: int = 120) -> str:

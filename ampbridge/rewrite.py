@@ -1,24 +1,27 @@
 """Amp compatibility fixes for local and mapped model calls (SPEC §9).
 
-Requests: assistant ``thinking`` blocks without a valid signature are dropped and ``signature``
-is removed from ``tool_use`` blocks, since local backends reject both.
+Requests: assistant ``thinking`` blocks without a valid signature (a string with something in it
+besides whitespace) are dropped and ``signature`` is removed from ``tool_use`` blocks, since local
+backends reject both.
 
 Responses (JSON bodies and SSE streams, event by event): a mapped call's model name is put back
 to what Amp asked for; tool names get the casing of the request's ``tools`` (Amp's tool whitelist
 is case-sensitive); Anthropic ``tool_use`` and ``thinking`` blocks get a ``signature`` when they
 lack one. An event that needs no change is passed on byte for byte, and a cheap byte check skips
-JSON parsing for the many events that cannot need one.
+JSON parsing for the many events that cannot need one. Response header names are matched in any
+case (Go servers and nginx send ``Content-Type``), and a changed body carries exactly one length.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from typing import Any
 
-from starlette.datastructures import MutableHeaders
-from starlette.types import Message, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .headers import header_value
 from .models import WireFormat
 from .request_body import dump_json
 
@@ -56,7 +59,7 @@ def sanitize_anthropic_request(payload: dict[str, Any]) -> bool:
 
 
 def _valid_signature(value: object) -> bool:
-    return isinstance(value, str) and bool(value)
+    return isinstance(value, str) and bool(value.strip())
 
 
 def requested_tool_names(payload: dict[str, Any]) -> dict[str, str]:
@@ -244,6 +247,15 @@ class SseRewriter:
 # --- the ASGI side -----------------------------------------------------------------------------
 
 
+async def call_with_fixes(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, fixer: ResponseFixer, *, max_json_size: int
+) -> None:
+    """Run ``app`` with its response fixed by a ``RewritingSend`` (finished when the app returns)."""
+    rewriting = RewritingSend(send, fixer, max_json_size=max_json_size)
+    await app(scope, receive, rewriting)
+    await rewriting.finish()
+
+
 class RewritingSend:
     """Wraps ``send`` for one local response: SSE is rewritten as it streams; a JSON body is
     collected (up to ``max_json_size``), fixed and sent with a corrected length. Errors,
@@ -271,16 +283,15 @@ class RewritingSend:
             await self.send(message)
 
     async def _start(self, message: Message) -> None:
-        headers = MutableHeaders(raw=message["headers"])
-        content_type = headers.get("content-type", "")
-        encoded = headers.get("content-encoding", "identity").lower() != "identity"
-        if message["status"] >= 400 or encoded or not self.fixer.active:
+        headers = message.get("headers", [])
+        content_type = (header_value(headers, b"content-type") or b"").lower()
+        encoding = (header_value(headers, b"content-encoding") or b"identity").strip().lower()
+        if message["status"] >= 400 or encoding != b"identity" or not self.fixer.active:
             await self.send(message)
-        elif content_type.startswith("text/event-stream"):
+        elif content_type.startswith(b"text/event-stream"):
             self.mode, self.sse = "sse", SseRewriter(self.fixer)
-            del headers["content-length"]
-            await self.send(message)
-        elif "json" in content_type:
+            await self.send({**message, "headers": _with_content_length(headers, None)})
+        elif b"json" in content_type:
             self.mode, self.start = "json", message
         else:
             await self.send(message)
@@ -307,10 +318,18 @@ class RewritingSend:
     async def _give_up(self, more: bool) -> None:
         """Too large to rewrite: send what was held as it was and pass the rest through."""
         assert self.start is not None
+        start, self.start = self.start, None
         self.mode = "pass"
-        await self.send(self.start)
+        await self.send(start)
         await self.send({"type": "http.response.body", "body": b"".join(self.collected), "more_body": more})
         self.collected = []
+
+    async def finish(self) -> None:
+        """Call once the app has returned. A JSON reply it never completed (its source broke off)
+        is passed on as far as it came and left open, so the server cuts the connection just as
+        without the rewrite, rather than answering 500 for a reply whose start it never saw."""
+        if self.mode == "json" and self.start is not None:
+            await self._give_up(more=True)
 
     async def _send_fixed(self) -> None:
         assert self.start is not None
@@ -323,6 +342,18 @@ class RewritingSend:
                 value = None
             if value is not None and self.fixer.fix(value):
                 body = dump_json(value)
-                MutableHeaders(raw=self.start["headers"])["content-length"] = str(len(body))
-        await self.send(self.start)
+                headers = _with_content_length(self.start.get("headers", []), len(body))
+                self.start = {**self.start, "headers": headers}
+        start, self.start = self.start, None
+        await self.send(start)
         await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _with_content_length(
+    headers: Iterable[tuple[bytes, bytes]], length: int | None
+) -> list[tuple[bytes, bytes]]:
+    """``headers`` without any ``Content-Length`` (any case), plus one of ``length`` if given."""
+    kept = [(name, value) for name, value in headers if name.lower() != b"content-length"]
+    if length is not None:
+        kept.append((b"content-length", str(length).encode()))
+    return kept

@@ -1,14 +1,25 @@
-"""The compatibility fixes as pure functions, with properties over every chunk boundary."""
+"""The compatibility fixes as pure functions, with properties over every chunk boundary, and the
+response side (``RewritingSend``) fed start messages in the canonical header case real servers use."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import anyio
+import httpx
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ampbridge.models import WireFormat
-from ampbridge.rewrite import ResponseFixer, SseRewriter, requested_tool_names, sanitize_anthropic_request
+from ampbridge.rewrite import (
+    ResponseFixer,
+    SseRewriter,
+    call_with_fixes,
+    requested_tool_names,
+    sanitize_anthropic_request,
+)
 
 EVENTS = [
     b'event: message_start\ndata: {"type":"message_start","message":{"model":"served-model","content":[]}}\n\n',
@@ -130,3 +141,165 @@ def test_request_sanitizer_leaves_valid_history_alone():
     assert not sanitize_anthropic_request(payload)
     assert json.dumps(payload) == before
     assert not sanitize_anthropic_request({"messages": "not a list"})
+
+
+@pytest.mark.parametrize("signature", ["", " ", "  \n\t", None, 7])
+def test_thinking_without_a_real_signature_is_dropped(signature):
+    thinking: dict[str, Any] = {"type": "thinking", "thinking": "hmm"}
+    if signature is not None:
+        thinking["signature"] = signature
+    text = {"type": "text", "text": "answer"}
+    payload = {"messages": [{"role": "assistant", "content": [thinking, text]}]}
+    assert sanitize_anthropic_request(payload)
+    assert payload["messages"][0]["content"] == [text]
+
+
+# --- RewritingSend against canonical-case headers ------------------------------------------------
+
+Headers = list[tuple[bytes, bytes]]
+MAPPED_JSON = json.dumps(
+    {
+        "model": "served-model",
+        "content": [
+            {"type": "thinking", "thinking": "hmm"},
+            {"type": "tool_use", "id": "t", "name": "READ", "input": {}},
+        ],
+    }
+).encode()
+
+
+def replying(body: bytes, headers: Headers, chunk: int = 10):
+    """A backend reply as a Go server frames it: canonical names, the body in pieces."""
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": list(headers)})
+        for i in range(0, len(body), chunk):
+            await send({"type": "http.response.body", "body": body[i : i + chunk], "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return app
+
+
+def fixed(app):
+    async def wrapped(scope, receive, send):
+        await call_with_fixes(app, scope, receive, send, fixer(), max_json_size=1 << 20)
+
+    return wrapped
+
+
+def record(app) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+
+    async def collect(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    anyio.run(app, {"type": "http", "method": "POST", "path": "/", "headers": []}, receive, collect)
+    return sent
+
+
+def fetch(app) -> httpx.Response:
+    async def run() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://backend") as client:
+            return await client.post("/v1/messages", content=b"{}")
+
+    return anyio.run(run)
+
+
+def lengths(start: dict[str, Any]) -> list[bytes]:
+    return [value for name, value in start["headers"] if name.lower() == b"content-length"]
+
+
+def body_of(messages: list[dict[str, Any]]) -> bytes:
+    return b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+
+
+JSON_CANONICAL: Headers = [
+    (b"Content-Type", b"application/json; charset=utf-8"),
+    (b"Content-Length", str(len(MAPPED_JSON)).encode()),
+    (b"Date", b"Mon, 01 Jan 2024 00:00:00 GMT"),
+]
+
+
+def test_canonical_case_json_reply_is_fixed():
+    sent = record(fixed(replying(MAPPED_JSON, JSON_CANONICAL)))
+    reply = json.loads(body_of(sent))
+    assert reply["model"] == "asked-model"
+    assert reply["content"][1]["name"] == "Read"
+    assert [block["signature"] for block in reply["content"]] == ["", ""]
+
+
+def test_canonical_case_json_reply_carries_exactly_one_correct_length():
+    sent = record(fixed(replying(MAPPED_JSON, JSON_CANONICAL)))
+    assert lengths(sent[0]) == [str(len(body_of(sent))).encode()]
+    assert (b"Date", b"Mon, 01 Jan 2024 00:00:00 GMT") in sent[0]["headers"]
+
+
+def test_canonical_case_json_reply_reaches_a_client_with_one_length():
+    response = fetch(fixed(replying(MAPPED_JSON, JSON_CANONICAL)))
+    assert response.headers.get_list("content-length") == [str(len(response.content))]
+    assert response.json()["model"] == "asked-model"
+
+
+def test_upper_case_json_media_type_is_recognised():
+    headers = [(b"CONTENT-TYPE", b"Application/JSON"), (b"CONTENT-LENGTH", str(len(MAPPED_JSON)).encode())]
+    sent = record(fixed(replying(MAPPED_JSON, headers)))
+    assert json.loads(body_of(sent))["model"] == "asked-model"
+    assert lengths(sent[0]) == [str(len(body_of(sent))).encode()]
+
+
+def test_canonical_case_sse_reply_is_fixed_and_loses_its_length():
+    headers = [(b"Content-Type", b"text/event-stream"), (b"Content-Length", str(len(STREAM)).encode())]
+    sent = record(fixed(replying(STREAM, headers, chunk=7)))
+    assert lengths(sent[0]) == []
+    out = body_of(sent)
+    events = out.split(b"\n\n")
+    assert json.loads(events[0].split(b"data: ", 1)[1])["message"]["model"] == "asked-model"
+    tool = json.loads(events[1].split(b"data: ", 1)[1])["content_block"]
+    assert (tool["name"], tool["signature"]) == ("Read", "")
+
+
+def test_canonical_case_sse_reply_reaches_a_client_whole():
+    headers = [(b"Content-Type", b"text/event-stream"), (b"Cache-Control", b"no-cache")]
+    response = fetch(fixed(replying(STREAM, headers, chunk=7)))
+    assert response.content == rewrite_in_chunks(STREAM, [], fixer())
+    assert "content-length" not in response.headers
+
+
+def test_canonical_case_content_encoding_is_left_untouched():
+    headers = [(b"Content-Type", b"application/json"), (b"Content-Encoding", b"br")]
+    app = replying(MAPPED_JSON, headers)
+    assert record(fixed(app)) == record(app)
+
+
+def test_error_replies_pass_untouched():
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 500, "headers": list(JSON_CANONICAL)})
+        await send({"type": "http.response.body", "body": MAPPED_JSON})
+
+    assert record(fixed(app)) == record(app)
+
+
+def test_a_json_reply_that_breaks_off_is_passed_as_far_as_it_came_and_left_open():
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": list(JSON_CANONICAL)})
+        await send({"type": "http.response.body", "body": MAPPED_JSON[:30], "more_body": True})
+
+    assert record(fixed(app)) == [
+        {"type": "http.response.start", "status": 200, "headers": JSON_CANONICAL},
+        {"type": "http.response.body", "body": MAPPED_JSON[:30], "more_body": True},
+    ]
+
+
+def test_a_json_reply_too_large_to_fix_passes_unchanged():
+    async def app(scope, receive, send):
+        await call_with_fixes(
+            replying(MAPPED_JSON, JSON_CANONICAL), scope, receive, send, fixer(), max_json_size=50
+        )
+
+    sent = record(app)
+    assert sent[0]["headers"] == JSON_CANONICAL
+    assert body_of(sent) == MAPPED_JSON
