@@ -218,11 +218,7 @@ READ_ONLY_SCENARIO = textwrap.dedent(
     """
     import json, logging, sys, time
     import anyio
-import anyio.lowlevel
-import anyio.to_thread
     from ampbridge.ledger import UsageLedger, UsageRow
-
-from .servers import eventually
     lines = []
     class Keep(logging.Handler):
         def emit(self, record):
