@@ -1,62 +1,161 @@
-"""Logging for the standalone server: console always, ``logs/requests.log`` on request."""
+"""Logging for the standalone server: one format for ampbridge's, uvicorn's and websockets' lines,
+on the console always and in ``logs/requests.log`` on request, as text or JSON lines.
+
+No key may reach a log at any level. Every record that passes ampbridge's handlers is masked
+first: ``?key=`` / ``?auth_token=`` query values, and the values of credential headers
+(``Authorization``, ``X-Api-Key``, ``Sec-WebSocket-Protocol``, cookies...) wherever a line shows
+them: the ``< Name: value`` handshake lines uvicorn's and websockets' loggers print at debug
+level, and header lists or dicts printed as Python values.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import time
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 LOG_FILE = Path("logs") / "requests.log"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-_QUERY_SECRET = re.compile(r"([?&](?:key|auth_token)=)[^&\s\"]*", re.IGNORECASE)
+LOG_FORMATS = ("text", "json")
+# The loggers ampbridge's handlers serve; uvicorn.error and uvicorn.access pass through "uvicorn".
+OWNED_LOGGERS = ("ampbridge", "uvicorn", "websockets")
+_UVICORN_CHILDREN = ("uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+
+_QUERY_SECRET = re.compile(r"([?&](?:key|auth_token)=)[^&\s\"']*", re.IGNORECASE)
+_CREDENTIAL_HEADERS = (
+    r"authorization|proxy-authorization|x-api-key|x-goog-api-key|api-key|"
+    r"sec-websocket-protocol|cookie|set-cookie"
+)
+# "Authorization: Bearer ..." as a handshake line prints it: the value runs to the end of the line.
+_HEADER_LINE = re.compile(rf"(?im)(?<![\w-])((?:{_CREDENTIAL_HEADERS})[ \t]*:[ \t]*)[^\r\n]+")
+# ('authorization', 'Bearer ...'), (b'x-api-key', b'...'), {'Authorization': '...'}: a quoted value.
+_HEADER_PAIR = re.compile(
+    rf"""(?i)(b?(['"])(?:{_CREDENTIAL_HEADERS})\2\s*[,:]\s*b?)(['"])(?:\\.|(?!\3).)*\3"""
+)
+REDACTED = "[redacted]"
 
 
 def redact(text: str) -> str:
-    return _QUERY_SECRET.sub(r"\1[redacted]", text) if "=" in text else text
+    """``text`` with query secrets and credential header values replaced by ``[redacted]``."""
+    if "=" in text:
+        text = _QUERY_SECRET.sub(rf"\1{REDACTED}", text)
+    if ":" in text or "," in text:
+        text = _HEADER_LINE.sub(rf"\1{REDACTED}", text)
+        text = _HEADER_PAIR.sub(rf"\1\3{REDACTED}\3", text)
+    return text
 
 
-class RedactQuerySecrets(logging.Filter):
-    """Masks ``?key=`` and ``?auth_token=`` values in any line. uvicorn's access formatter reads
-    the request path from ``record.args``, so the arguments are redacted in place."""
+_STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",  # uvicorn's coloured copy of the message
+    "taskName",
+}
+
+
+def _extra_fields(record: logging.LogRecord) -> dict[str, object]:
+    return {
+        key: value
+        for key, value in record.__dict__.items()
+        if key not in _STANDARD_ATTRIBUTES and not key.startswith("_")
+    }
+
+
+class RedactSecrets(logging.Filter):
+    """Masks secrets in a record's message, arguments and extra string fields. uvicorn's access
+    formatter reads the request path from ``record.args``, so arguments are redacted in place;
+    a message whose arguments hide a header line is replaced by its masked, formatted text."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, str):
             record.msg = redact(record.msg)
         if isinstance(record.args, tuple):
             record.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in record.args)
+            if record.args:
+                formatted = record.getMessage()
+                masked = redact(formatted)
+                if masked != formatted:
+                    record.msg, record.args = masked, ()
+        elif isinstance(record.args, dict):
+            record.msg, record.args = redact(record.getMessage()), ()
+        if getattr(record, "color_message", None) is not None:
+            delattr(record, "color_message")  # an unmasked copy; the formatters here never use it
+        for key, value in _extra_fields(record).items():
+            if isinstance(value, str):
+                setattr(record, key, redact(value))
         return True
+
+
+class JsonLineFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, and any extra
+    fields the record carries; an exception's traceback under ``exception``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(_extra_fields(record))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def _formatter(log_format: str) -> logging.Formatter:
+    return JsonLineFormatter() if log_format == "json" else logging.Formatter(FORMAT)
 
 
 _HANDLER_TAG = "_ampbridge_handler"
 
 
-def configure_logging(*, debug: bool, to_file: bool, log_file: Path = LOG_FILE) -> None:
-    """(Re)configure the ``ampbridge`` and uvicorn loggers; safe to call on every reload."""
-    root = logging.getLogger("ampbridge")
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
-    for handler in [h for h in root.handlers if getattr(h, _HANDLER_TAG, False)]:
-        root.removeHandler(handler)
-        handler.close()
+def configure_logging(
+    *,
+    level: int | str = logging.INFO,
+    to_file: bool = False,
+    log_format: str = "text",
+    log_file: Path = LOG_FILE,
+    debug: bool = False,
+) -> None:
+    """(Re)configure ampbridge's, uvicorn's and websockets' loggers; safe to call on every reload.
+    ``debug`` (the config file's ``debug: true``) forces the DEBUG level. Handlers that uvicorn's
+    own log config put on its loggers are replaced, so every line has the same format."""
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
+    resolved = (
+        logging.DEBUG if debug else logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    )
+    if not isinstance(resolved, int):
+        raise ValueError(f"unknown log level {level!r}")
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if to_file:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(
             RotatingFileHandler(log_file, maxBytes=10 * 1024 * 1024, backupCount=5, encoding="utf-8")
         )
-    redaction = RedactQuerySecrets()
+    redaction = RedactSecrets()
     for handler in handlers:
         setattr(handler, _HANDLER_TAG, True)
-        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.setFormatter(_formatter(log_format))
         handler.addFilter(redaction)
-        root.addHandler(handler)
-    root.propagate = False
-    for name in ("uvicorn.access", "uvicorn.error"):
+    for name in OWNED_LOGGERS:
         logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactQuerySecrets) for f in logger.filters):
-            logger.addFilter(redaction)
-    access = logging.getLogger("uvicorn.access")
-    for handler in [h for h in access.handlers if getattr(h, _HANDLER_TAG, False)]:
-        access.removeHandler(handler)
-    if to_file:  # the access log belongs in the request log too
-        access.addHandler(handlers[-1])
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            if getattr(handler, _HANDLER_TAG, False):
+                handler.close()
+        for handler in handlers:
+            logger.addHandler(handler)
+        logger.setLevel(resolved)
+        logger.propagate = False
+    for name in _UVICORN_CHILDREN:  # uvicorn's config gives these their own handlers and levels
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
