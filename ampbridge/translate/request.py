@@ -38,7 +38,9 @@ def build_request(conversation: Conversation, dialect: Dialect, model: str, stre
     return build(conversation, model, stream)
 
 
-def _same_dialect(body: dict[str, Any], dialect: Dialect, model: str, effort: Effort | None) -> dict[str, Any]:
+def _same_dialect(
+    body: dict[str, Any], dialect: Dialect, model: str, effort: Effort | None
+) -> dict[str, Any]:
     """Only the model name and, for a thinking suffix, the effort setting change."""
     out = copy.deepcopy(body)
     if dialect is not Dialect.GEMINI:
@@ -60,14 +62,20 @@ def _same_dialect(body: dict[str, Any], dialect: Dialect, model: str, effort: Ef
                 out.pop(key, None)
     elif dialect is Dialect.CHAT:
         out.pop("reasoning_effort", None)
-        out.update({k: v for k, v in request_chat.build(Conversation(effort=effort), model, False).items()
-                    if k == "reasoning_effort"})
+        out.update(
+            {
+                k: v
+                for k, v in request_chat.build(Conversation(effort=effort), model, False).items()
+                if k == "reasoning_effort"
+            }
+        )
     elif dialect is Dialect.RESPONSES:
         out["reasoning"] = request_responses.build(Conversation(effort=effort), model, False)["reasoning"]
     else:
         config = out.setdefault("generationConfig", {})
         config["thinkingConfig"] = request_gemini.build(Conversation(effort=effort), model, False)[
-            "generationConfig"]["thinkingConfig"]
+            "generationConfig"
+        ]["thinkingConfig"]
     return out
 
 

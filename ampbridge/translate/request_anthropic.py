@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from ampbridge.translate.conversation import (
-    Conversation, Image, Message, Part, Text, Thinking, Tool, ToolCall, ToolChoice, ToolResult,
+    Conversation,
+    Image,
+    Message,
+    Part,
+    Text,
+    Thinking,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    ToolResult,
     merge_roles,
 )
 from ampbridge.translate.effort import Effort
@@ -91,7 +100,7 @@ def parse(body: dict[str, Any]) -> Conversation:
     if isinstance(body.get("tool_choice"), dict) and body["tool_choice"].get("disable_parallel_tool_use"):
         conversation.parallel_tool_calls = False
     for message in body.get("messages") or []:
-        role = "assistant" if message.get("role") == "assistant" else "user"
+        role: Literal["user", "assistant"] = "assistant" if message.get("role") == "assistant" else "user"
         parts = [p for p in map(_part, _blocks(message.get("content"))) if p is not None]
         conversation.messages.append(Message(role, parts))
     for tool in body.get("tools") or []:
@@ -114,7 +123,11 @@ def _block(part: Part) -> dict[str, Any] | None:
         return _image_block(part)
     if isinstance(part, Thinking):
         # A signature from another dialect cannot be checked by Anthropic: such thinking is dropped.
-        return {"type": "thinking", "thinking": part.text, "signature": part.signature} if part.signature else None
+        return (
+            {"type": "thinking", "thinking": part.text, "signature": part.signature}
+            if part.signature
+            else None
+        )
     if isinstance(part, ToolCall):
         return {"type": "tool_use", "id": part.id, "name": part.name, "input": _arguments(part.arguments)}
     content = [b for b in map(_block, part.content) if b is not None]
@@ -140,7 +153,7 @@ def _thinking_allowed(conversation: Conversation, messages: list[dict[str, Any]]
     last = next((m for m in reversed(messages) if m["role"] == "assistant"), None)
     if last is None or not any(b["type"] == "tool_use" for b in last["content"]):
         return True
-    return last["content"][0]["type"] == "thinking"
+    return bool(last["content"][0]["type"] == "thinking")
 
 
 def build(conversation: Conversation, model: str, stream: bool) -> dict[str, Any]:
@@ -160,10 +173,11 @@ def build(conversation: Conversation, model: str, stream: bool) -> dict[str, Any
         body["system"] = [{"type": "text", "text": text} for text in conversation.system if text]
     if conversation.tools:
         body["tools"] = [
-            {"name": t.name, "description": t.description, "input_schema": t.schema} for t in conversation.tools
+            {"name": t.name, "description": t.description, "input_schema": t.schema}
+            for t in conversation.tools
         ]
     choice = conversation.tool_choice
-    if choice or conversation.parallel_tool_calls is False and conversation.tools:
+    if choice or (conversation.parallel_tool_calls is False and conversation.tools):
         tool_choice: dict[str, Any] = {"type": choice.mode if choice else "auto"}
         if choice and choice.mode == "tool":
             tool_choice["name"] = choice.name

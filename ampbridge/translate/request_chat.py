@@ -5,8 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from ampbridge.translate.conversation import (
-    Conversation, Image, Message, Part, Text, Thinking, Tool, ToolCall, ToolChoice, ToolResult,
-    error_text, image_as_url, image_from_url, merge_roles,
+    Conversation,
+    Image,
+    Message,
+    Part,
+    Text,
+    Thinking,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    ToolResult,
+    error_text,
+    image_as_url,
+    image_from_url,
+    merge_roles,
 )
 from ampbridge.translate.effort import Effort
 from ampbridge.translate.schema import object_schema
@@ -63,7 +75,9 @@ def parse(body: dict[str, Any]) -> Conversation:
                 parts.append(Text(_text(message.get("content"))))
             for call in message.get("tool_calls") or []:
                 function = call.get("function") or {}
-                parts.append(ToolCall(call.get("id", ""), function.get("name", ""), function.get("arguments") or "{}"))
+                parts.append(
+                    ToolCall(call.get("id", ""), function.get("name", ""), function.get("arguments") or "{}")
+                )
             conversation.messages.append(Message("assistant", parts))
         elif role == "tool":
             result = ToolResult(message.get("tool_call_id", ""), [Text(_text(message.get("content")))])
@@ -100,7 +114,8 @@ def _messages(conversation: Conversation) -> list[dict[str, Any]]:
             text = "".join(p.text for p in message.parts if isinstance(p, Text))
             calls = [
                 {"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
-                for p in message.parts if isinstance(p, ToolCall)
+                for p in message.parts
+                if isinstance(p, ToolCall)
             ]
             entry: dict[str, Any] = {"role": "assistant", "content": text or None}
             if calls:
@@ -123,14 +138,20 @@ def build(conversation: Conversation, model: str, stream: bool) -> dict[str, Any
     body: dict[str, Any] = {"model": model, "messages": _messages(conversation)}
     if conversation.tools:
         body["tools"] = [
-            {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.schema}}
+            {
+                "type": "function",
+                "function": {"name": t.name, "description": t.description, "parameters": t.schema},
+            }
             for t in conversation.tools
         ]
         choice = conversation.tool_choice
         if choice:
             body["tool_choice"] = (
-                {"type": "function", "function": {"name": choice.name}} if choice.mode == "tool"
-                else "required" if choice.mode == "any" else choice.mode
+                {"type": "function", "function": {"name": choice.name}}
+                if choice.mode == "tool"
+                else "required"
+                if choice.mode == "any"
+                else choice.mode
             )
         if conversation.parallel_tool_calls is not None:
             body["parallel_tool_calls"] = conversation.parallel_tool_calls
@@ -144,7 +165,9 @@ def build(conversation: Conversation, model: str, stream: bool) -> dict[str, Any
     if conversation.stop:
         body["stop"] = conversation.stop
     if conversation.effort and conversation.effort.enabled:
-        body["reasoning_effort"] = "high" if conversation.effort.level == "xhigh" else conversation.effort.level
+        body["reasoning_effort"] = (
+            "high" if conversation.effort.level == "xhigh" else conversation.effort.level
+        )
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}

@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict, deque
-from typing import Any
+from typing import Any, Literal
 
 from ampbridge.translate.conversation import (
-    Conversation, Image, Message, Part, Text, Thinking, Tool, ToolCall, ToolChoice, ToolResult,
-    merge_roles, name_tool_results, text_of,
+    Conversation,
+    Image,
+    Message,
+    Part,
+    Text,
+    Thinking,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    ToolResult,
+    merge_roles,
+    name_tool_results,
+    text_of,
 )
 from ampbridge.translate.effort import Effort
 from ampbridge.translate.schema import from_gemini, object_schema, to_gemini
@@ -71,7 +82,7 @@ def parse(body: dict[str, Any]) -> Conversation:
     unanswered: dict[str, deque[str]] = defaultdict(deque)
     count = 0
     for content in body.get("contents") or []:
-        role = "assistant" if content.get("role") == "model" else "user"
+        role: Literal["user", "assistant"] = "assistant" if content.get("role") == "model" else "user"
         parts: list[Part] = []
         for part in content.get("parts") or []:
             if "functionCall" in part:
@@ -149,10 +160,14 @@ def build(conversation: Conversation, model: str, stream: bool) -> dict[str, Any
     if system:
         body["systemInstruction"] = {"parts": [{"text": text} for text in system]}
     if conversation.tools:
-        body["tools"] = [{"functionDeclarations": [
-            {"name": t.name, "description": t.description, "parameters": to_gemini(t.schema)}
-            for t in conversation.tools
-        ]}]
+        body["tools"] = [
+            {
+                "functionDeclarations": [
+                    {"name": t.name, "description": t.description, "parameters": to_gemini(t.schema)}
+                    for t in conversation.tools
+                ]
+            }
+        ]
         choice = conversation.tool_choice
         if choice:
             mode = {"auto": "AUTO", "any": "ANY", "none": "NONE", "tool": "ANY"}[choice.mode]

@@ -5,8 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from ampbridge.translate.conversation import (
-    Conversation, Image, Message, Part, Text, Thinking, Tool, ToolCall, ToolChoice, ToolResult,
-    error_text, image_as_url, image_from_url, merge_roles,
+    Conversation,
+    Image,
+    Message,
+    Part,
+    Text,
+    Thinking,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    ToolResult,
+    error_text,
+    image_as_url,
+    image_from_url,
+    merge_roles,
 )
 from ampbridge.translate.effort import Effort
 from ampbridge.translate.schema import object_schema
@@ -59,7 +71,9 @@ def parse(body: dict[str, Any]) -> Conversation:
         if kind == "message":
             role = item.get("role")
             if role in ("system", "developer"):
-                conversation.system.append("".join(p.text for p in _parts(item.get("content")) if isinstance(p, Text)))
+                conversation.system.append(
+                    "".join(p.text for p in _parts(item.get("content")) if isinstance(p, Text))
+                )
             else:
                 for part in _parts(item.get("content")):
                     _append(conversation, "assistant" if role == "assistant" else "user", part)
@@ -69,7 +83,7 @@ def parse(body: dict[str, Any]) -> Conversation:
         elif kind == "function_call_output":
             _append(conversation, "user", ToolResult(item.get("call_id", ""), _parts(item.get("output"))))
         elif kind == "reasoning":
-            summary = "".join(s.get("text", "") for s in item.get("summary") or [])
+            summary = "".join(s.get("text", "") for s in item.get("summary") or [] if isinstance(s, dict))
             _append(conversation, "assistant", Thinking(summary, item.get("encrypted_content") or ""))
     for tool in body.get("tools") or []:
         if tool.get("type") == "function":
@@ -78,29 +92,29 @@ def parse(body: dict[str, Any]) -> Conversation:
     return conversation
 
 
+def _message_item(role: str, part: Text | Image) -> dict[str, Any]:
+    if isinstance(part, Image):
+        return {"type": "input_image", "image_url": image_as_url(part)}
+    return {"type": "output_text" if role == "assistant" else "input_text", "text": part.text}
+
+
 def _input(conversation: Conversation) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for message in merge_roles(conversation.messages):
-        content: list[dict[str, Any]] = []
-        text_type = "output_text" if message.role == "assistant" else "input_text"
-
-        def flush(role: str = message.role) -> None:
-            if content:
-                items.append({"type": "message", "role": role, "content": list(content)})
-                content.clear()
-
         for part in message.parts:
-            if isinstance(part, Text):
-                content.append({"type": text_type, "text": part.text})
-            elif isinstance(part, Image) and message.role == "user":
-                content.append({"type": "input_image", "image_url": image_as_url(part)})
+            if isinstance(part, Text) or (isinstance(part, Image) and message.role == "user"):
+                last = items[-1] if items else None
+                content = _message_item(message.role, part)
+                if last and last.get("type") == "message" and last["role"] == message.role:
+                    last["content"].append(content)
+                else:
+                    items.append({"type": "message", "role": message.role, "content": [content]})
             elif isinstance(part, ToolCall):
-                flush()
-                items.append({"type": "function_call", "call_id": part.id, "name": part.name, "arguments": part.arguments})
+                call = {"type": "function_call", "call_id": part.id, "name": part.name}
+                items.append({**call, "arguments": part.arguments})
             elif isinstance(part, ToolResult):
-                flush()
-                items.append({"type": "function_call_output", "call_id": part.call_id, "output": error_text(part)})
-        flush()
+                output = {"type": "function_call_output", "call_id": part.call_id}
+                items.append({**output, "output": error_text(part)})
     return items
 
 
@@ -111,14 +125,23 @@ def build(conversation: Conversation, model: str, stream: bool) -> dict[str, Any
         body["instructions"] = system
     if conversation.tools:
         body["tools"] = [
-            {"type": "function", "name": t.name, "description": t.description, "parameters": t.schema, "strict": False}
+            {
+                "type": "function",
+                "name": t.name,
+                "description": t.description,
+                "parameters": t.schema,
+                "strict": False,
+            }
             for t in conversation.tools
         ]
         choice = conversation.tool_choice
         if choice:
             body["tool_choice"] = (
-                {"type": "function", "name": choice.name} if choice.mode == "tool"
-                else "required" if choice.mode == "any" else choice.mode
+                {"type": "function", "name": choice.name}
+                if choice.mode == "tool"
+                else "required"
+                if choice.mode == "any"
+                else choice.mode
             )
         if conversation.parallel_tool_calls is not None:
             body["parallel_tool_calls"] = conversation.parallel_tool_calls

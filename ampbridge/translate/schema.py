@@ -11,9 +11,24 @@ from __future__ import annotations
 from typing import Any
 
 _GEMINI_KEYWORDS = {
-    "type", "format", "description", "nullable", "enum", "properties", "required", "items",
-    "minItems", "maxItems", "minimum", "maximum", "minLength", "maxLength", "pattern", "anyOf",
-    "title", "propertyOrdering",
+    "type",
+    "format",
+    "description",
+    "nullable",
+    "enum",
+    "properties",
+    "required",
+    "items",
+    "minItems",
+    "maxItems",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "anyOf",
+    "title",
+    "propertyOrdering",
 }
 _GEMINI_FORMATS = {"enum", "date-time", "int32", "int64", "float", "double"}
 
