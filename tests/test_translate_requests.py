@@ -3,6 +3,7 @@ tools, tool results (with errors and parallel calls), images and effort settings
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -23,7 +24,7 @@ CAPTURED = [
 def _valid_anthropic(body: dict[str, Any]) -> None:
     assert isinstance(body["model"], str) and isinstance(body["max_tokens"], int)
     roles = [m["role"] for m in body["messages"]]
-    assert roles[0] == "user" and all(a != b for a, b in zip(roles, roles[1:], strict=False))
+    assert roles[0] == "user" and all(a != b for a, b in itertools.pairwise(roles))
     calls: set[str] = set()
     for message in body["messages"]:
         assert message["content"], "Anthropic refuses empty content"
