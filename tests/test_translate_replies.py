@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from ampbridge.translate import Dialect, ReplyTranslator, TranslatingSend
 from ampbridge.translate.sse import SSEReader
+from tests.servers import RESPONSES
 from tests.translate_samples import STREAMS, TIME_ARGS, WEATHER_ARGS
 
 PAIRS = [(b, c) for b in Dialect for c in Dialect]
@@ -32,7 +33,7 @@ def _summary(client: Dialect, body: dict[str, Any]) -> dict[str, Any]:
     if client is Dialect.CHAT:
         message = body["choices"][0]["message"]
         return {"thinking": message.get("reasoning_content", ""), "text": message["content"],
-                "calls": [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in message["tool_calls"]],
+                "calls": [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in message.get("tool_calls", [])],
                 "stop": body["choices"][0]["finish_reason"], "model": body["model"]}
     if client is Dialect.RESPONSES:
         output = body["output"]
@@ -242,3 +243,19 @@ def test_translating_send_rewrites_error_replies() -> None:
     response = _get(_translating(app, translator))
     assert response.status_code == 404 and response.headers["content-type"] == "application/json"
     assert response.json() == {"type": "error", "error": {"type": "not_found_error", "message": "model qwen not found"}}
+
+
+CAPTURED_REPLIES = [
+    ("anthropic_messages.sse", Dialect.ANTHROPIC, ("OK", [])),
+    ("anthropic_tool_lookat.sse", Dialect.ANTHROPIC, ("", [("look_at", {"path": "/home/user/project/lookat_input.txt", "objective": "What is the secret word?", "context": "test"})])),
+    ("openai_responses.sse", Dialect.RESPONSES, ("OK", [])),
+]
+
+
+@pytest.mark.parametrize("client", list(Dialect))
+@pytest.mark.parametrize(("name", "backend", "expected"), CAPTURED_REPLIES)
+def test_amp_fixture_replies_reach_every_client(name: str, backend: Dialect, expected: tuple[str, list[Any]], client: Dialect) -> None:
+    stream = (RESPONSES / name).read_bytes()
+    translator = ReplyTranslator(backend=backend, client=client, model="asked-model", stream=False)
+    summary = _summary(client, json.loads(translator.feed(stream) + translator.finish()))
+    assert (summary["text"] or "", summary["calls"]) == expected
