@@ -21,13 +21,17 @@ import itertools
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from starlette.types import Receive, Scope, Send
+import anyio
+import httpx
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .servers import Recorded, RecordingServer, respond, stream
+from .servers import Recorded, RecordingServer, ServerThread, respond, stream
 
 CLIENT_ID = "app_EMoamEEZ73f0CkXaXp7hrann"
 AUTH_CLAIM = "https://api.openai.com/auth"
@@ -93,6 +97,7 @@ class FakeAuth:
     refresh_calls: list[dict[str, str]] = field(default_factory=list)
     exchange_calls: list[dict[str, str]] = field(default_factory=list)
     device_polls: int = 0
+    issued_secrets: list[str] = field(default_factory=list)
     counter: itertools.count[int] = field(default_factory=itertools.count)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -102,10 +107,13 @@ class FakeAuth:
         self.login_as = self.login_as or account_id
         return account
 
-    def issue(self, account_id: str, *, lifetime: float | None = None) -> dict[str, Any]:
-        """A token reply for ``account_id`` (also what tests put in files to start from)."""
+    def issue(
+        self, account_id: str, *, lifetime: float | None = None, issued_ago: float = 0
+    ) -> dict[str, Any]:
+        """A token reply for ``account_id`` (also what tests put in files to start from);
+        ``issued_ago`` back-dates it, so that it is close to expiry."""
         account = self.accounts[account_id]
-        now = time.time()
+        now = time.time() - issued_ago
         life = self.access_lifetime if lifetime is None else lifetime
         n = next(self.counter)
         auth = {
@@ -130,6 +138,7 @@ class FakeAuth:
         with self.lock:
             self.refresh_tokens[refresh] = account_id
             self.access_tokens[access] = Issued(account_id, now + life)
+            self.issued_secrets.extend([access, refresh, id_token])
         return {
             "access_token": access,
             "refresh_token": refresh,
@@ -329,6 +338,9 @@ class FakeCodex:
         default_factory=dict
     )  # account -> (resets_in, in_stream)
     served: list[str] = field(default_factory=list)  # account ids of the calls answered 200
+    # When set, a stream stops after its first text delta until the test sets this event: a
+    # client that sees that delta before the rest was sent proves the relay streams.
+    hold: threading.Event | None = None
 
     def limit(self, account_id: str, resets_in_seconds: int = 3600, *, in_stream: bool = False) -> None:
         self.usage_limited[account_id] = (resets_in_seconds, in_stream)
@@ -361,7 +373,19 @@ class FakeCodex:
             await self._usage_limit(send, account_id, resets_in, in_stream, payload["model"])
             return
         self.served.append(account_id)
-        await stream(send, _responses_events(payload["model"], f"OK from {account_id}"))
+        events = _responses_events(payload["model"], f"OK from {account_id}")
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+        for event in events:
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+            if self.hold is not None and b"output_text.delta" in event:
+                await anyio.to_thread.run_sync(self.hold.wait, 10)
+        await send({"type": "http.response.body", "body": b""})
 
     def _problem(self, rec: Recorded, account_id: str) -> str | None:
         if rec.header("chatgpt-account-id") != account_id:
@@ -437,4 +461,50 @@ class FakeCodex:
         failure = {"type": "error", "sequence_number": 1, "error": error}
         await stream(
             send, [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in (created, failure)]
+        )
+
+
+class WithClient:
+    """Runs an app that needs an ``httpx.AsyncClient``, opening one in its server's lifespan
+    (the way the standalone app hands its shared client to its backends)."""
+
+    def __init__(self, build: Callable[[Callable[[], httpx.AsyncClient]], ASGIApp]) -> None:
+        self.http: httpx.AsyncClient | None = None
+        self.app = build(self.client)
+
+    def client(self) -> httpx.AsyncClient:
+        assert self.http is not None, "lifespan not run"
+        return self.http
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        await receive()
+        self.http = httpx.AsyncClient(trust_env=False)
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await self.http.aclose()
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+@dataclass
+class Fakes:
+    auth: FakeAuth
+    codex: FakeCodex
+    auth_server: RecordingServer
+    codex_server: RecordingServer
+    auth_url: str
+    codex_url: str
+
+
+@contextmanager
+def openai_fakes() -> Iterator[Fakes]:
+    """The fake OAuth server and the fake Codex backend, each on its own 127.0.0.1 port."""
+    auth = FakeAuth()
+    codex = FakeCodex(auth)
+    auth_server, codex_server = auth.server(), codex.server()
+    with ServerThread(auth_server) as auth_thread, ServerThread(codex_server) as codex_thread:
+        yield Fakes(
+            auth, codex, auth_server, codex_server, auth_thread.url, codex_thread.url + "/backend-api/codex"
         )
