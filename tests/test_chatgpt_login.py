@@ -214,7 +214,7 @@ def test_logout_forgets_the_account_but_leaves_the_codex_cli_file(
     store.save_login(Tokens(reply["id_token"], reply["access_token"], reply["refresh_token"]))
     data_dir = ["--data-dir", str(store.directory)]
     assert run_cli(["logout", "chatgpt", *data_dir]) == 1
-    assert "name the account (accounts: a@example.com, b@example.com)" in capsys.readouterr().err
+    assert "name the account to log out (accounts: a@example.com, b@example.com)" in capsys.readouterr().err
     assert run_cli(["logout", "chatgpt", "acct-a", *data_dir]) == 0
     assert "Codex CLI's own login" in capsys.readouterr().out
     assert [r.name for r in store.records()] == ["b@example.com"]
