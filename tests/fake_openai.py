@@ -288,7 +288,7 @@ def _responses_events(model: str, text: str = "OK") -> list[bytes]:
         "input_tokens_details": {"cached_tokens": 0},
         "output_tokens_details": {"reasoning_tokens": 0},
     }
-    events = [
+    events: list[dict[str, Any]] = [
         {"type": "response.created", "response": {**base, "status": "in_progress", "output": []}},
         {"type": "response.in_progress", "response": {**base, "status": "in_progress", "output": []}},
         {
@@ -394,9 +394,8 @@ class FakeCodex:
             return "Content-Type must be application/json"
         if rec.header("accept") != "text/event-stream":
             return "Accept must be text/event-stream"
-        if not rec.header("originator") or not (rec.header("user-agent") or "").startswith(
-            rec.header("originator") + "/"
-        ):
+        originator = rec.header("originator")
+        if not originator or not (rec.header("user-agent") or "").startswith(originator + "/"):
             return "Codex clients must send Originator and a matching User-Agent"
         try:
             payload = rec.json()

@@ -160,7 +160,7 @@ def test_headless_login_reads_the_pasted_redirect_url_from_stdin(
 def codex_login_file(fakes: Fakes, path: Path) -> dict[str, object]:
     reply = fakes.auth.issue("acct-a")
     path.parent.mkdir(parents=True)
-    content = {
+    content: dict[str, object] = {
         "OPENAI_API_KEY": None,
         "tokens": {k: reply[k] for k in ("id_token", "access_token", "refresh_token")},
         "last_refresh": "2026-08-01T10:00:00Z",

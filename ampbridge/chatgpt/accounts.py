@@ -70,7 +70,7 @@ class AccountPool:
         self.clock = clock
         self.refresh_lead = refresh_lead
         self._accounts: dict[str, Account] = {}
-        self._version: tuple[float, int] | None = None
+        self._version: tuple[int, int] | None = None
         self._turn = 0
 
     # --- which accounts ---------------------------------------------------------------

@@ -79,13 +79,13 @@ class CredentialStore:
                 return record
         return None
 
-    def version(self) -> tuple[float, int]:
+    def version(self) -> tuple[int, int]:
         """Changes whenever an account file is added, removed or replaced."""
         try:
             stat = self.directory.stat()
         except FileNotFoundError:
-            return (0.0, 0)
-        return (stat.st_mtime, stat.st_ino)
+            return (0, 0)
+        return (stat.st_mtime_ns, stat.st_ino)
 
     @staticmethod
     def _parse(path: Path, data: dict[str, Any]) -> AccountRecord:
