@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from ampbridge.secrets import AmpSecretsFile, UpstreamKeyResolver
+from ampbridge.secrets import UpstreamKeyResolver
 from ampbridge.settings import ConfigError, load_settings
 
 CLIPROXYAPI_CONFIG = """\
@@ -192,19 +192,3 @@ def test_no_secret_in_repr_or_str(tmp_path):
         configured_key="upstream-secret", per_client={"client-secret": "per-client-secret"}
     )
     assert "secret" not in repr(resolver).replace("secrets_file", "")
-
-
-def test_secrets_file_result_is_cached_for_five_minutes(tmp_path):
-    now = [0.0]
-    path = tmp_path / "secrets.json"
-    path.write_text('{"apiKey@https://ampcode.com/": "first"}')
-    secrets = AmpSecretsFile(path, "https://ampcode.com", clock=lambda: now[0])
-    assert secrets.key() == "first"
-    path.write_text('{"apiKey@https://ampcode.com/": "second"}')
-    now[0] = 299.0
-    assert secrets.key() == "first"
-    now[0] = 300.0
-    assert secrets.key() == "second"
-    path.unlink()
-    now[0] = 601.0
-    assert secrets.key() is None
