@@ -105,7 +105,8 @@ class StackPoolTransport(httpx.AsyncBaseTransport):
         while True:
             connection = await self._checkout(key) or self._new_connection(origin)
             attempt = _FirstWrite(caller_trace)
-            request.extensions = {**request.extensions, "trace": attempt}
+            if may_retry:  # only a request that may go again needs watching
+                request.extensions = {**request.extensions, "trace": attempt}
             self.busy.add(connection)
             try:
                 return await connection.handle_async_request(request), connection, key

@@ -187,7 +187,7 @@ def styled_headers(status: int, headers: list[tuple[bytes, bytes]], style: str) 
         (b"Date", date),
         *[(name, value) for name, value in named if name not in own],
         *([] if bodiless else [(b"Transfer-Encoding", b"chunked")]),
-        (b"Connection", b"keep-alive"),
+        (b"Connection", dict(named).get(b"Connection", b"keep-alive")),  # "close" when a handler closes
     ]
 
 
