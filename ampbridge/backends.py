@@ -41,8 +41,9 @@ DISCOVERY_TIMEOUT = 10.0
 class Backend:
     """One configured backend: where it is, how it authenticates, which models it serves."""
 
-    def __init__(self, config: ProviderConfig) -> None:
+    def __init__(self, config: ProviderConfig, *, default_proxy_url: str = "") -> None:
         self.config = config
+        self.proxy_url = config.proxy_url or default_proxy_url
         self.name = config.name
         self.wire_format = WireFormat(config.type)
         base = httpx.URL(config.base_url)
@@ -120,9 +121,14 @@ class LocalBackends:
     """The standalone app's local model server, built from the configured providers."""
 
     def __init__(
-        self, providers: Sequence[ProviderConfig], *, client: SharedClient, max_body_size: int
+        self,
+        providers: Sequence[ProviderConfig],
+        *,
+        client: SharedClient,
+        max_body_size: int,
+        proxy_url: str = "",
     ) -> None:
-        self.backends = [Backend(config) for config in providers]
+        self.backends = [Backend(config, default_proxy_url=proxy_url) for config in providers]
         self.shared = client
         self.max_body_size = max_body_size
 
@@ -177,7 +183,7 @@ class LocalBackends:
 
     async def _discover(self, backend: Backend) -> bool:
         try:
-            await backend.discover(self.shared.client)
+            await backend.discover(self.shared.client_for(backend.proxy_url))
         except Exception as error:  # a backend answering garbage must not stop the others
             logger.warning(
                 "backend %s: cannot list its models (%s); will retry", backend.name, type(error).__name__
@@ -245,7 +251,7 @@ class LocalBackends:
 
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
         exchange = Exchange(
-            self.shared.client,
+            self.shared.client_for(backend.proxy_url),
             url=backend.url(raw_path, scope.get("query_string", b"")),
             headers=headers,
             max_body_size=self.max_body_size,

@@ -162,7 +162,9 @@ def build(
 
     backends: LocalBackends | None = None
     if local is None:
-        backends = LocalBackends(settings.providers, client=client, max_body_size=max_body)
+        backends = LocalBackends(
+            settings.providers, client=client, max_body_size=max_body, proxy_url=settings.proxy_url
+        )
         if previous is not None and previous.backends is not None:
             backends.adopt_discoveries(previous.backends)
         local_app: ASGIApp = backends
@@ -180,6 +182,7 @@ def build(
             path_prefix=prefix,
             send_key=send_key,
             keep_cookies=keep_cookies,
+            proxy_url=settings.proxy_url,
         )
         return GzipUnwrap(proxy, max_decoded_size=max_body)
 

@@ -104,7 +104,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 async def _discovered_backends(settings: Settings) -> LocalBackends:
-    client = SharedClient()
+    client = SharedClient(environ=os.environ)
     backends = LocalBackends(settings.providers, client=client, max_body_size=settings.max_body_size)
     async with client:
         with anyio.move_on_after(10):

@@ -1,9 +1,21 @@
-"""The one ``httpx.AsyncClient`` of an app, opened and closed by the app's lifespan."""
+"""The outbound HTTP clients of an app: one per proxy route, opened on first use, all closed together.
+
+Outbound proxies work the way httpx applies them by default (``HTTP_PROXY``, ``HTTPS_PROXY``,
+``ALL_PROXY``, ``NO_PROXY``), except that the environment is a mapping handed in by the app's edge
+and read once, here. httpx reads the environment only when it builds its own transport, and
+ampbridge brings its own pool, so the routes are wired with httpx's public ``mounts``. A
+``proxy-url`` setting (global, or per provider) overrides the environment: a proxy URL sends
+everything through it, ``direct`` or ``none`` sends everything straight to the target.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import ssl
+from collections.abc import Mapping
 from http.cookiejar import DefaultCookiePolicy
 from types import TracebackType
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -15,33 +27,126 @@ DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=30.0)
 # usual local model servers and gateways) can close them under a request that reuses one.
 DEFAULT_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=4.0)
 
+NO_PROXY_VALUES = frozenset({"direct", "none"})
+PROXY_SCHEMES = frozenset({"http", "https", "socks5", "socks5h"})
+_ENVIRONMENT = ""  # the route key of "whatever the environment says"
+_DIRECT = "direct"
+
+
+def check_proxy_url(value: str) -> str:
+    """``value`` as a route: ``""`` (no setting), ``"direct"``, or a proxy URL of a supported
+    scheme. Raises ``ValueError`` naming the problem, never the URL (it may hold a password)."""
+    value = value.strip()
+    if value.lower() in NO_PROXY_VALUES:
+        return _DIRECT
+    if not value:
+        return _ENVIRONMENT
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in PROXY_SCHEMES or not parts.hostname:
+        raise ValueError(
+            "proxy-url must be direct, none, or a URL like http://host:port "
+            f"(schemes: {', '.join(sorted(PROXY_SCHEMES))})"
+        )
+    return value
+
+
+def environment_routes(environ: Mapping[str, str]) -> dict[str, str | None]:
+    """The proxy routes the environment asks for, as httpx URL patterns: a proxy URL, or ``None``
+    for a target ``NO_PROXY`` sends direct. Read as curl and httpx read it: a lowercase variable
+    wins over its uppercase twin, and a ``NO_PROXY`` of ``*`` turns every proxy off."""
+    found: dict[str, str] = {}
+    for name in sorted(environ, key=lambda name: name.islower()):  # lowercase last, so it wins
+        if name.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy") and environ[name]:
+            found[name.lower().removesuffix("_proxy")] = environ[name].strip()
+    if "REQUEST_METHOD" in environ:  # a CGI script: HTTP_PROXY may come from a request's Proxy header
+        found.pop("http", None)
+    routes: dict[str, str | None] = {}
+    for scheme in ("http", "https", "all"):
+        if found.get(scheme):
+            url = found[scheme]
+            routes[f"{scheme}://"] = url if "://" in url else f"http://{url}"
+    for host in (entry.strip() for entry in found.get("no", "").split(",")):
+        if host == "*":
+            return {}
+        if host:
+            routes[_no_proxy_pattern(host)] = None
+    return routes
+
+
+def _no_proxy_pattern(host: str) -> str:
+    if "://" in host:
+        return host
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return f"all://{host}" if host.lower() == "localhost" else f"all://*{host.lstrip('*')}"
+    return f"all://[{address}]" if address.version == 6 else f"all://{address}"
+
 
 class SharedClient:
-    """Holds the client; every part that forwards asks it for ``.client`` per request."""
+    """The app's outbound clients. ``client`` is the default one (the global ``proxy-url``, else
+    the environment); ``client_for(proxy_url)`` the one for a provider's own ``proxy-url``."""
 
     def __init__(
-        self, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT, limits: httpx.Limits = DEFAULT_LIMITS
+        self,
+        *,
+        environ: Mapping[str, str] | None = None,
+        proxy_url: str = "",
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        limits: httpx.Limits = DEFAULT_LIMITS,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        self.default_route = check_proxy_url(proxy_url)
+        self.environment = environment_routes(environ or {})
         self.timeout = timeout
         self.limits = limits
-        self._client: httpx.AsyncClient | None = None
+        self.ssl_context = ssl_context or httpx.create_ssl_context(trust_env=False)
+        self._clients: dict[str, httpx.AsyncClient] = {}
 
     @property
     def client(self) -> httpx.AsyncClient:
-        """The client, opened on first use."""
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                transport=StackPoolTransport(
-                    keepalive_expiry=self.limits.keepalive_expiry or 0.0,
-                    max_idle_per_origin=self.limits.max_keepalive_connections or 0,
-                ),
-                timeout=self.timeout,
-                follow_redirects=False,
-            )
-            # One client serves every user: it must never keep a cookie that a response sets and
-            # send it with a later request. Cookies travel only as each client's own header.
-            self._client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-        return self._client
+        return self.client_for(None)
+
+    def client_for(self, proxy_url: str | None) -> httpx.AsyncClient:
+        """The client for a provider's ``proxy-url`` (``None`` or ``""``: the default), created
+        on first use and kept until ``aclose``."""
+        route = check_proxy_url(proxy_url or "") or self.default_route
+        client = self._clients.get(route)
+        if client is None:
+            client = self._clients[route] = self._open(route)
+        return client
+
+    def _open(self, route: str) -> httpx.AsyncClient:
+        direct = StackPoolTransport(
+            keepalive_expiry=self.limits.keepalive_expiry or 0.0,
+            max_idle_per_origin=self.limits.max_keepalive_connections or 0,
+            ssl_context=self.ssl_context,
+        )
+        mounts: dict[str, httpx.AsyncBaseTransport] = {}
+        if route == _ENVIRONMENT:
+            for pattern, proxy in self.environment.items():
+                mounts[pattern] = direct if proxy is None else self._through(proxy)
+        elif route != _DIRECT:
+            mounts["all://"] = self._through(route)
+        client = httpx.AsyncClient(
+            transport=direct, mounts=mounts, timeout=self.timeout, follow_redirects=False, trust_env=False
+        )
+        # One client serves every user: it must never keep a cookie that a response sets and send
+        # it with a later request. Cookies travel only as each client's own header.
+        client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+        return client
+
+    def _through(self, proxy_url: str) -> httpx.AsyncHTTPTransport:
+        return httpx.AsyncHTTPTransport(
+            proxy=proxy_url, verify=self.ssl_context, limits=self.limits, trust_env=False
+        )
+
+    async def aclose(self) -> None:
+        """Close every client; the next use opens new ones."""
+        clients = list(self._clients.values())
+        self._clients.clear()
+        for client in clients:
+            await client.aclose()
 
     async def __aenter__(self) -> SharedClient:
         return self
@@ -53,8 +158,3 @@ class SharedClient:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-    async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()

@@ -71,7 +71,7 @@ class Runtime:
         builder: Callable[..., BuiltApp] = build,
     ) -> None:
         self.source = source
-        self.client = client or SharedClient()
+        self.client = client or SharedClient(environ=source.environ)
         self.local = local
         self.watch_config = watch_config
         self.configure_logs = configure_logs

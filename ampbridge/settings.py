@@ -35,6 +35,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .credentials import key_problem
+from .http_client import check_proxy_url
 
 logger = logging.getLogger("ampbridge.settings")
 
@@ -151,6 +152,11 @@ class ProviderConfig(_ConfigModel):
     def _check_base_url(cls, value: str) -> str:
         return _validate_base_url(value, allow_empty=False)
 
+    @field_validator("proxy_url")
+    @classmethod
+    def _check_proxy_url(cls, value: str) -> str:
+        return check_proxy_url(value)
+
 
 class Settings(BaseSettings):
     """Every setting of ampbridge. Secrets are ``SecretStr``: no repr or log shows them."""
@@ -188,6 +194,11 @@ class Settings(BaseSettings):
     @classmethod
     def _check_upstream_url(cls, value: str) -> str:
         return _validate_base_url(value, allow_empty=True)
+
+    @field_validator("proxy_url")
+    @classmethod
+    def _check_proxy_url(cls, value: str) -> str:
+        return check_proxy_url(value)
 
     @classmethod
     def settings_customise_sources(

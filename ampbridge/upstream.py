@@ -53,6 +53,7 @@ class AmpUpstream:
         path_prefix: bytes = b"",
         send_key: bool = True,
         keep_cookies: bool = False,
+        proxy_url: str = "",
     ) -> None:
         base = httpx.URL(upstream_url)
         self.base = base
@@ -67,6 +68,7 @@ class AmpUpstream:
         self.path_prefix = path_prefix
         self.send_key = send_key
         self.keep_cookies = keep_cookies
+        self.proxy_url = proxy_url
 
     def __repr__(self) -> str:
         return f"AmpUpstream({str(self.base)!r})"
@@ -109,7 +111,7 @@ class AmpUpstream:
         headers.append((b"accept-encoding", upstream_accept_encoding(scope)))
         headers.extend(auth)
         exchange = Exchange(
-            self.shared.client,
+            self.shared.client_for(self.proxy_url),
             url=self.base.copy_with(raw_path=target),
             headers=headers,
             max_body_size=self.max_body_size,

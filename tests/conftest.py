@@ -11,7 +11,7 @@ from ampbridge.http_client import SharedClient
 from ampbridge.settings import Settings
 from ampbridge.standalone import create_app
 
-from .servers import FIXTURES, RecordingServer, ServerThread, amp_upstream, model_backend
+from .servers import FIXTURES, HEADER_STYLES, RecordingServer, ServerThread, amp_upstream, model_backend
 
 
 @pytest.fixture(autouse=True)
@@ -29,9 +29,17 @@ def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyte
     monkeypatch.chdir(home)
 
 
+@pytest.fixture(scope="session", params=HEADER_STYLES)
+def header_style(request: pytest.FixtureRequest) -> str:
+    """How the fake upstream and backends write their replies: as a Go server (canonical-case
+    names) or as nginx (its own headers, chunked framing). Every test using them runs with both."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="session")
-def upstream_server() -> Iterator[RecordingServer]:
+def upstream_server(header_style: str) -> Iterator[RecordingServer]:
     server = amp_upstream()
+    server.header_style = header_style
     with ServerThread(server) as thread:
         server.url = thread.url  # type: ignore[attr-defined]
         yield server
@@ -96,12 +104,14 @@ GOOGLE_MODELS = ["gemini-3-flash-preview", "gemini-2.5-pro"]  # discovered from 
 
 
 @pytest.fixture(scope="session")
-def backend_servers() -> Iterator[dict[str, RecordingServer]]:
+def backend_servers(header_style: str) -> Iterator[dict[str, RecordingServer]]:
     servers = {
         "anthropic": model_backend("anthropic-backend", ANTHROPIC_MODELS),
         "openai": model_backend("openai-backend", OPENAI_MODELS),
         "google": model_backend("google-backend", GOOGLE_MODELS),
     }
+    for server in servers.values():
+        server.header_style = header_style
     threads = [ServerThread(server) for server in servers.values()]
     for server, thread in zip(servers.values(), threads, strict=True):
         thread.__enter__()

@@ -1,5 +1,11 @@
 """Real servers on 127.0.0.1 for the tests: a uvicorn thread runner, a recording fake Amp
-upstream, and a fake model backend that speaks the Anthropic, OpenAI and Gemini formats."""
+upstream, and a fake model backend that speaks the Anthropic, OpenAI and Gemini formats.
+
+The fakes put on the wire what real servers do, not what is easiest: header names in canonical
+case (``Content-Type``, as Go's net/http writes them) and a ``Date``, or, in the ``nginx`` style,
+nginx's own headers and chunked framing. uvicorn's default (httptools) protocol lowercases every
+header name it writes, so the fakes run on uvicorn's h11 protocol, which keeps the names as given.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +36,16 @@ class ServerThread:
     def __init__(self, app: ASGIApp, *, host: str = "127.0.0.1", **config: Any) -> None:
         self.app = app
         self.host = host
+        # A fake writes its own Date (and Server, as nginx), and its header names' case must survive.
+        as_fake = {"http": "h11", "date_header": False, "server_header": False}
         # log_config=None: uvicorn's records propagate to the root logger, where caplog sees them.
-        self.config = {"lifespan": "auto", "log_config": None, "proxy_headers": False, **config}
+        self.config = {
+            "lifespan": "auto",
+            "log_config": None,
+            "proxy_headers": False,
+            **(as_fake if isinstance(app, RecordingServer) else {}),
+            **config,
+        }
 
     def __enter__(self) -> ServerThread:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -149,15 +164,44 @@ def sse_events(text: str) -> list[bytes]:
     return [event.encode() + b"\n\n" for event in text.strip().split("\n\n")]
 
 
+HEADER_STYLES = ("go", "nginx")
+
+
+def canonical(name: bytes) -> bytes:
+    """A header name as Go's net/http writes it: ``x-served-by`` -> ``X-Served-By``."""
+    return b"-".join(part[:1].upper() + part[1:].lower() for part in name.split(b"-"))
+
+
+def styled_headers(status: int, headers: list[tuple[bytes, bytes]], style: str) -> list[tuple[bytes, bytes]]:
+    """A reply's headers as the real server of ``style`` sends them. ``go``: canonical names and a
+    ``Date``. ``nginx``: ``Server: nginx``, ``Date``, the body chunked instead of a length, and
+    ``Connection: keep-alive``."""
+    date = formatdate(usegmt=True).encode()
+    named = [(canonical(name), value) for name, value in headers]
+    if style == "go":
+        return [*named, (b"Date", date)]
+    own = {b"Server", b"Date", b"Content-Length", b"Connection", b"Transfer-Encoding"}
+    bodiless = status < 200 or status in (204, 304)
+    return [
+        (b"Server", b"nginx"),
+        (b"Date", date),
+        *[(name, value) for name, value in named if name not in own],
+        *([] if bodiless else [(b"Transfer-Encoding", b"chunked")]),
+        (b"Connection", dict(named).get(b"Connection", b"keep-alive")),  # "close" when a handler closes
+    ]
+
+
 class RecordingServer:
     """An ASGI app that records every request and answers with a handler chosen by path.
 
     Handlers are ``async (scope, receive, send, recorded)``; the request body is already read into
-    ``recorded.body`` unless the handler's path was registered with ``stream_body=True``.
+    ``recorded.body`` unless the handler's path was registered with ``stream_body=True``. Replies
+    go out in ``header_style`` (one of ``HEADER_STYLES``), whatever case the handler used.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, header_style: str = "go") -> None:
         self.name = name
+        self.header_style = header_style
         self.requests: list[Recorded] = []
         self.routes: list[tuple[Callable[[str, str], bool], Handler, bool]] = []
         self.websockets: list[Recorded] = []
@@ -188,6 +232,7 @@ class RecordingServer:
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
+        send = self._styled(send)
         recorded = Recorded(
             method=scope.get("method", "WEBSOCKET"),
             path=scope["path"],
@@ -214,6 +259,17 @@ class RecordingServer:
         with self.lock:
             self.requests.append(recorded)
         await respond(send, 404, json.dumps({"error": f"{self.name}: no route"}).encode())
+
+    def _styled(self, send: Send) -> Send:
+        async def styled_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {
+                    **message,
+                    "headers": styled_headers(message["status"], list(message["headers"]), self.header_style),
+                }
+            await send(message)
+
+        return styled_send
 
     async def websocket(self, scope: Scope, receive: Receive, send: Send, recorded: Recorded) -> None:
         """Echo server: accepts the first offered subprotocol, echoes frames prefixed with

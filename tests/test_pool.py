@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import anyio
 import httpx
-import pytest
 from starlette.types import Receive, Scope, Send
 
 from ampbridge.http_client import SharedClient
 from ampbridge.settings import Settings
 
-from .servers import RawServer, Recorded, read_request_head, respond
+from .servers import Recorded, respond
 
 
 async def fetch_sequentially(url: str, count: int) -> list[int]:
@@ -88,66 +87,3 @@ def test_upstream_cookies_never_reach_another_clients_request(upstream, bridge):
     httpx.get(f"{ampbridge.url}/api/user", headers={"Cookie": "mine=1"})
     assert upstream.requests[-2].header("cookie") is None
     assert upstream.requests[-1].header("cookie") == "mine=1"
-
-
-def serve_then_drop_the_second_request(raw_connections: list[int]):
-    """A server whose first connection answers one request and then closes as the next one
-    arrives: the race between a server's idle timeout and a client reusing the connection."""
-
-    def handle(connection) -> None:
-        index = len(raw_connections)
-        raw_connections.append(0)
-        while True:
-            head = read_request_head(connection)
-            if not head:
-                return
-            length = int(
-                next(
-                    (
-                        line.split(b":")[1]
-                        for line in head.split(b"\r\n")
-                        if line.lower().startswith(b"content-length:")
-                    ),
-                    b"0",
-                )
-            )
-            body = head.split(b"\r\n\r\n", 1)[1]
-            while len(body) < length:
-                body += connection.recv(65536)
-            raw_connections[index] += 1
-            if index == 0 and raw_connections[index] == 2:
-                return  # closes without a reply
-            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-
-    return handle
-
-
-def test_a_request_on_a_connection_the_server_dropped_is_sent_again():
-    seen: list[int] = []
-    with RawServer(serve_then_drop_the_second_request(seen)) as raw:
-
-        async def run() -> list[bytes]:
-            async with SharedClient() as shared:
-                return [
-                    (await shared.client.post(raw.url, content=b'{"n": %d}' % n)).content for n in range(2)
-                ]
-
-        assert anyio.run(run) == [b"ok", b"ok"]
-    assert seen == [2, 1]  # the dropped request went again, on a new connection
-
-
-def test_a_streamed_body_is_not_sent_twice():
-    seen: list[int] = []
-    with RawServer(serve_then_drop_the_second_request(seen)) as raw:
-
-        async def run() -> None:
-            async def body():
-                yield b"streamed"
-
-            async with SharedClient() as shared:
-                await shared.client.post(raw.url, content=b"first")
-                with pytest.raises(httpx.RemoteProtocolError):
-                    await shared.client.post(raw.url, content=body(), headers={"content-length": "8"})
-
-        anyio.run(run)
-    assert seen == [2]
