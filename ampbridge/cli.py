@@ -9,6 +9,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 import anyio
@@ -60,16 +61,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         create_app(args.config, overrides=_overrides(args)),
         host=settings.host,
         port=settings.port,
-        proxy_headers=False,  # the localhost gate must see the real TCP peer
-        server_header=False,
         log_level="debug" if settings.debug else "info",
-        ws_max_size=settings.max_body_size,
-        timeout_graceful_shutdown=10,
-        # Keep idle client connections well past the few seconds clients keep theirs, so a
-        # client never reuses a connection the server is closing.
-        timeout_keep_alive=75,
+        **server_options(settings),
     )
     return 0
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """How ``ampbridge serve`` runs uvicorn (the tests run ampbridge the same way)."""
+    return {
+        "proxy_headers": False,  # the localhost gate must see the real TCP peer
+        "server_header": False,  # a relayed reply keeps the upstream's Server, gains none
+        "ws_max_size": settings.max_body_size,
+        "timeout_graceful_shutdown": 10,
+        # Keep idle client connections well past the few seconds clients keep theirs, so a
+        # client never reuses a connection the server is closing.
+        "timeout_keep_alive": 75,
+    }
 
 
 def cmd_check(args: argparse.Namespace) -> int:

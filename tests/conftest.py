@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from ampbridge.cli import server_options
 from ampbridge.http_client import SharedClient
 from ampbridge.settings import Settings
 from ampbridge.standalone import create_app
@@ -60,7 +61,7 @@ def running_bridge(
     **config: Any,
 ) -> Iterator[ServerThread]:
     app = create_app(settings=settings, environ=environ or {}, configure_logs=False, client=client)
-    with ServerThread(app, **config) as thread:
+    with ServerThread(app, **{**server_options(settings), **config}) as thread:
         thread.standalone = app  # type: ignore[attr-defined]
         yield thread
 
