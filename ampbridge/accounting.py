@@ -25,6 +25,8 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from .translate.dialect import Dialect
+
 logger = logging.getLogger("ampbridge.accounting")
 
 Message = MutableMapping[str, Any]
@@ -151,12 +153,11 @@ class UsageTally:
         return self.reader.total()
 
 
-# Dialect names as strings; ``ampbridge.translate.Dialect`` members (a ``StrEnum``) work as keys too.
 _READERS: dict[str, Callable[[], _AnthropicUsage | _LastUsage]] = {
-    "anthropic": _AnthropicUsage,
-    "openai-chat": lambda: _LastUsage(_openai_chat),
-    "openai-responses": lambda: _LastUsage(_openai_responses),
-    "gemini": lambda: _LastUsage(_gemini),
+    Dialect.ANTHROPIC: _AnthropicUsage,
+    Dialect.CHAT: lambda: _LastUsage(_openai_chat),
+    Dialect.RESPONSES: lambda: _LastUsage(_openai_responses),
+    Dialect.GEMINI: lambda: _LastUsage(_gemini),
 }
 DIALECTS = frozenset(_READERS)
 

@@ -13,108 +13,26 @@ import logging
 from collections.abc import Sequence
 
 import anyio
-import httpx
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from . import scope_keys
-from .credentials import scrub_query
-from .errors import error_response, refuse
+from .backend import Backend
+from .errors import refuse
 from .fallback import replay
-from .headers import RawHeaders, header_value, scrub_request_headers
+from .headers import header_value, scrub_request_headers
 from .http_client import SharedClient
-from .models import ModelPatterns, WireFormat, describe_model, split_thinking_suffix
+from .models import WireFormat, describe_model, split_thinking_suffix
 from .provider_alias import ProviderCall, route_path
 from .proxy import Exchange
 from .request_body import read_request_body
 from .routes import ApiRoute, CallKind, match_plain_path
 from .settings import ProviderConfig
+from .vendor_errors import send_vendor_error
 
 logger = logging.getLogger("ampbridge.backends")
 
-REFRESH_SECONDS = 300.0
-RETRY_SECONDS = 30.0
-DISCOVERY_TIMEOUT = 10.0
 
-
-
-class Backend:
-    """One configured backend: where it is, how it authenticates, which models it serves."""
-
-    def __init__(self, config: ProviderConfig, *, default_proxy_url: str = "") -> None:
-        self.config = config
-        self.proxy_url = config.proxy_url or default_proxy_url
-        self.name = config.name
-        self.wire_format = WireFormat(config.type)
-        base = httpx.URL(config.base_url)
-        base_path = base.raw_path.rstrip(b"/")
-        # An OpenAI base URL may already end in /v1 (as SDKs expect): never double it.
-        self.strip_v1 = self.wire_format is WireFormat.OPENAI and base_path.endswith(b"/v1")
-        self.base = base
-        self.base_path = base_path
-        self.configured = ModelPatterns(config.models) if config.models is not None else None
-        self.listed: list[str] = [m for m in (config.models or []) if not any(c in m for c in "*?[")]
-        self.discovered: ModelPatterns | None = None
-        self.auth = self._auth_headers(config)
-
-    def __repr__(self) -> str:
-        return (
-            f"Backend(name={self.name!r}, type={self.wire_format.value!r}, base_url={self.config.base_url!r})"
-        )
-
-    @staticmethod
-    def _auth_headers(config: ProviderConfig) -> RawHeaders:
-        headers: RawHeaders = []
-        key = config.api_key.get_secret_value()
-        if key:
-            if config.type == "anthropic":
-                headers.append((b"x-api-key", key.encode("latin-1")))
-            elif config.type == "openai":
-                headers.append((b"authorization", b"Bearer " + key.encode("latin-1")))
-            else:
-                headers.append((b"x-goog-api-key", key.encode("latin-1")))
-        for name, value in config.headers.items():
-            headers.append((name.lower().encode("latin-1"), value.get_secret_value().encode("latin-1")))
-        return headers
-
-    @property
-    def needs_discovery(self) -> bool:
-        return self.configured is None
-
-    def serves(self, model: str) -> bool:
-        patterns = self.configured or self.discovered
-        return patterns is not None and patterns.matches(model)
-
-    def model_names(self) -> list[str]:
-        return self.listed
-
-    def url(self, raw_path: bytes, query: bytes) -> httpx.URL:
-        """The backend URL for a standard path (as raw bytes: an encoded ``%3F`` stays encoded),
-        without the client's credential query parameters."""
-        tail = raw_path
-        if self.strip_v1 and tail.startswith(b"/v1/"):
-            tail = tail[3:]
-        query = scrub_query(query)
-        return self.base.copy_with(raw_path=self.base_path + tail + (b"?" + query if query else b""))
-
-    async def discover(self, client: httpx.AsyncClient) -> None:
-        """Ask the backend for its models (``/v1/models``; Gemini: ``/v1beta/models``)."""
-        if self.wire_format is WireFormat.GOOGLE:
-            url = self.url(b"/v1beta/models", b"pageSize=1000")
-        else:
-            url = self.url(b"/v1/models", b"limit=1000" if self.wire_format is WireFormat.ANTHROPIC else b"")
-        headers = [*self.auth, (b"accept", b"application/json")]
-        if self.wire_format is WireFormat.ANTHROPIC:
-            headers.append((b"anthropic-version", b"2023-06-01"))
-        response = await client.get(url, headers=headers, timeout=DISCOVERY_TIMEOUT)
-        response.raise_for_status()
-        data = response.json()
-        if self.wire_format is WireFormat.GOOGLE:
-            names = [str(m.get("name", "")).removeprefix("models/") for m in data.get("models", [])]
-        else:
-            names = [str(m.get("id", "")) for m in data.get("data", [])]
-        self.listed = [name for name in names if name]
-        self.discovered = ModelPatterns(self.listed)
 
 
 class LocalBackends:
@@ -233,12 +151,12 @@ class LocalBackends:
             del body
         model = model or path_model
         if not isinstance(model, str):
-            await error_response(400, "invalid_request", "The request names no model")(scope, receive, send)
+            await send_vendor_error(send, wire_format, 400, "invalid_request", "The request names no model")
             return
         backend = self.backend_for(model, wire_format)
         if backend is None:
             message = f"No local backend of type {wire_format.value} serves model '{describe_model(model)}'"
-            await error_response(404, "model_not_found", message)(scope, receive, send)
+            await send_vendor_error(send, wire_format, 404, "model_not_found", message)
             return
         headers = scrub_request_headers(scope["headers"])
         headers.append((b"accept-encoding", b"identity"))
@@ -247,7 +165,7 @@ class LocalBackends:
         async def failed(scope: Scope, receive: Receive, send: Send, status: int) -> None:
             verb = "timed out" if status == 504 else "cannot be reached"
             message = f"Local backend {backend.name!r} {verb}"
-            await refuse(scope, receive, send, status, "backend_unreachable", message)
+            await send_vendor_error(send, wire_format, status, "backend_unreachable", message)
 
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
         exchange = Exchange(

@@ -9,8 +9,8 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import anyio
 

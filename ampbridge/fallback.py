@@ -10,25 +10,23 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import scope_keys
-from .errors import error_response
 from .headers import RawHeaders
 from .mapping import ModelMapper, RouteDecision, decide
-from .models import LocalModelsLike, WireFormat, as_local_models, describe_model
+from .models import LocalModelsLike, WireFormat, as_local_models, describe_model, model_to_send
 from .provider_alias import ProviderCall, provider_call
 from .request_body import RequestBody, read_request_body
-from .rewrite import (
-    ResponseFixer,
-    RewritingSend,
-    requested_tool_names,
-    sanitize_anthropic_request,
-)
-from .routes import CallKind, with_path_model
+from .rewrite import ResponseFixer, call_with_fixes, requested_tool_names, sanitize_anthropic_request
+from .routes import CallKind, dialect_of, with_path_model
 from .settings import ModelMapping
+from .translate.dialect import Dialect
+from .vendor_errors import send_vendor_error
 
 logger = logging.getLogger("ampbridge.routing")
 
@@ -67,6 +65,29 @@ def local_headers(headers: RawHeaders, body_length: int | None) -> RawHeaders:
     return result
 
 
+@dataclass(frozen=True, slots=True)
+class ModelCall:
+    """What a watcher learns about one model call, once it is decided."""
+
+    decision: RouteDecision
+    provider: str
+    requested: str
+    served: str
+    dialect: Dialect | None  # the dialect of the reply the client gets
+    client_key: str | None
+
+
+class WatchedSend(Protocol):
+    """A ``send`` that observes a reply (token usage, timing) and is told when the call ends."""
+
+    async def __call__(self, message: Message) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+CallWatcher = Callable[[ModelCall, Send], WatchedSend]
+
+
 class AmpFallback:
     """Wraps the app that serves models locally.
 
@@ -74,7 +95,9 @@ class AmpFallback:
     ``LocalModels`` (which also sees the wire format). ``upstream`` receives what is not local,
     exactly as Amp sent it; without it such calls get a 404 naming the model (SDKs do not retry
     a 404). ``upstream_refused``: there is an upstream, but the settings forbid spending Amp
-    credits on model calls (``amp-fallback: never``); the error says so.
+    credits on model calls (``amp-fallback: never``); the error says so. ``watch``, if given,
+    wraps the reply's ``send`` of every decided call (token accounting, metrics).
+    Errors ampbridge answers itself are shaped like the route's vendor API (SPEC §12).
     """
 
     def __init__(
@@ -87,8 +110,10 @@ class AmpFallback:
         force_mappings: bool = False,
         max_body_size: int = 64 * 1024 * 1024,
         upstream_refused: bool = False,
+        watch: CallWatcher | None = None,
     ) -> None:
         self.app = app
+        self.watch = watch
         self.upstream_refused = upstream_refused
         self.local = as_local_models(local_models)
         self.upstream = upstream
@@ -113,11 +138,8 @@ class AmpFallback:
             decision, resolved = RouteDecision.AMP_CREDITS, None
             if self.upstream is None:
                 decision = RouteDecision.NO_PROVIDER
-                await error_response(
-                    400,
-                    "invalid_request",
-                    'Could not read the model of this request (no JSON body with a "model")',
-                )(scope, receive, recorder)
+                message = 'Could not read the model of this request (no JSON body with a "model")'
+                await send_vendor_error(recorder, call.wire_format, 400, "invalid_request", message)
             else:
                 await self._forward(call, scope, body, receive, recorder)
         else:
@@ -129,15 +151,36 @@ class AmpFallback:
                 force_mappings=self.force_mappings,
                 upstream_available=self.upstream is not None,
             )
-            if decision is RouteDecision.AMP_CREDITS:
-                await self._forward(call, scope, body, receive, recorder)
-            elif decision is RouteDecision.NO_PROVIDER:
-                message = _no_provider_message(model, upstream_refused=self.upstream_refused)
-                await error_response(404, "model_not_found", message)(scope, receive, recorder)
-            else:
-                await self._serve_locally(call, scope, body, model, resolved, decision, receive, recorder)
+            watched = self._watched(call, scope, decision, model, resolved, recorder)
+            reply: Send = watched or recorder
+            try:
+                if decision is RouteDecision.AMP_CREDITS:
+                    await self._forward(call, scope, body, receive, reply)
+                elif decision is RouteDecision.NO_PROVIDER:
+                    message = _no_provider_message(model, upstream_refused=self.upstream_refused)
+                    await send_vendor_error(reply, call.wire_format, 404, "model_not_found", message)
+                else:
+                    await self._serve_locally(call, scope, body, model, resolved, decision, receive, reply)
+            finally:
+                if watched is not None:
+                    watched.finish()
         if logger.isEnabledFor(logging.INFO):
             _log_decision(decision, call, model, resolved, recorder.status, time.perf_counter() - started)
+
+    def _watched(
+        self, call: ProviderCall, scope: Scope, decision: RouteDecision, model: str, resolved: str, send: Send
+    ) -> WatchedSend | None:
+        if self.watch is None:
+            return None
+        info = ModelCall(
+            decision=decision,
+            provider=call.provider,
+            requested=model,
+            served=resolved,
+            dialect=dialect_of(call.wire_format, call.endpoint),
+            client_key=scope.get(scope_keys.CLIENT_KEY),
+        )
+        return self.watch(info, send)
 
     async def _forward(
         self, call: ProviderCall, scope: Scope, body: RequestBody, receive: Receive, send: Send
@@ -165,6 +208,8 @@ class AmpFallback:
     ) -> None:
         """Hand the request to the local app with the compatibility fixes applied."""
         mapped = decision is RouteDecision.MAPPED
+        resolved = model_to_send(resolved)  # an empty thinking suffix "()" is dropped
+        renamed = resolved != requested
         changed = False
         tool_names: dict[str, str] = {}
         payload = body.payload
@@ -172,7 +217,7 @@ class AmpFallback:
             if call.wire_format is WireFormat.ANTHROPIC:
                 changed = sanitize_anthropic_request(payload)
             tool_names = requested_tool_names(payload)
-            if mapped and "model" in payload:
+            if renamed and "model" in payload:
                 payload["model"] = resolved
                 changed = True
         del payload
@@ -182,7 +227,7 @@ class AmpFallback:
             "headers": local_headers(scope["headers"], len(data) if changed else None),
             scope_keys.MODEL: resolved,
         }
-        if mapped and call.path_model is not None:
+        if renamed and call.path_model is not None:
             path, raw_path = with_path_model(scope["path"], call.local_raw_path, resolved)
             local_scope.update(path=path, raw_path=raw_path)
         fixer = ResponseFixer(
@@ -192,7 +237,7 @@ class AmpFallback:
         )
         replayed = replay(data, receive)
         del data  # the replay holds the only reference, and lets go once it is read
-        await self.app(local_scope, replayed, RewritingSend(send, fixer, max_json_size=self.max_body_size))
+        await call_with_fixes(self.app, local_scope, replayed, send, fixer, max_json_size=self.max_body_size)
 
 
 def _no_provider_message(model: str, *, upstream_refused: bool) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from .models import WireFormat
+from .translate.dialect import Dialect
 
 
 class CallKind(enum.Enum):
@@ -78,6 +79,18 @@ def with_path_model(path: str, raw_path: bytes, model: str) -> tuple[str, bytes]
     new_path = _PATH_MODEL.sub(lambda m: m[1] + model + m[2], path, count=1)
     new_raw = _PATH_MODEL.sub(lambda m: m[1] + encoded + m[2], raw_path.decode("latin-1"), count=1)
     return new_path, new_raw.encode("latin-1")
+
+
+def dialect_of(wire_format: WireFormat, endpoint: Endpoint) -> Dialect | None:
+    """The request/reply dialect of a model call; None for calls that are not conversations
+    (token counts, legacy completions)."""
+    if endpoint is Endpoint.COUNT_TOKENS or endpoint is Endpoint.COMPLETIONS or endpoint is Endpoint.LIST:
+        return None
+    if wire_format is WireFormat.ANTHROPIC:
+        return Dialect.ANTHROPIC
+    if wire_format is WireFormat.GOOGLE:
+        return Dialect.GEMINI
+    return Dialect.RESPONSES if endpoint is Endpoint.RESPONSES else Dialect.CHAT
 
 
 def match_api_path(rest: str, method: str) -> ApiRoute | None:

@@ -189,6 +189,11 @@ class Settings(BaseSettings):
     # Outbound proxy for every connection ampbridge makes ("direct"/"none": no proxy at all;
     # empty: HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment).
     proxy_url: str = ""
+    # Days of model calls the usage ledger keeps (0: keep everything).
+    usage_retention_days: int = Field(90, ge=0)
+    # ampbridge serve: most connections at once, and how long a request head may take to arrive.
+    max_connections: int = Field(1000, gt=0)
+    header_timeout: float = Field(30.0, gt=0)
 
     @field_validator("amp_upstream_url")
     @classmethod

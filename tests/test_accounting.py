@@ -166,7 +166,7 @@ CASES: dict[str, tuple[str, str, bytes, TokenUsage]] = {
         TokenUsage(input_tokens=1230, output_tokens=42, cache_read_tokens=1000, cache_creation_tokens=200),
     ),
     "openai-chat-json": (
-        "openai-chat",
+        "chat",
         "application/json",
         json.dumps(
             {
@@ -179,13 +179,13 @@ CASES: dict[str, tuple[str, str, bytes, TokenUsage]] = {
         TokenUsage(input_tokens=17, output_tokens=4),
     ),
     "openai-chat-sse": (
-        "openai-chat",
+        "chat",
         "text/event-stream",
         OPENAI_CHAT_STREAM,
         TokenUsage(input_tokens=321, output_tokens=54, cache_read_tokens=256),
     ),
     "openai-responses-json": (
-        "openai-responses",
+        "responses",
         "application/json",
         json.dumps(
             {
@@ -204,7 +204,7 @@ CASES: dict[str, tuple[str, str, bytes, TokenUsage]] = {
         TokenUsage(input_tokens=500, output_tokens=60, cache_read_tokens=128),
     ),
     "openai-responses-sse": (
-        "openai-responses",
+        "responses",
         "text/event-stream",
         fixture("openai_responses.sse"),
         responses_stream_usage(),
@@ -359,7 +359,7 @@ def test_ttfb_is_the_first_body_bytes_and_duration_the_end() -> None:
 
     async def main() -> None:
         watcher = UsageWatchingSend(
-            send, dialect="openai-chat", on_finish=outcomes.append, clock=lambda: now[0]
+            send, dialect="chat", on_finish=outcomes.append, clock=lambda: now[0]
         )
         await watcher(start("text/event-stream"))  # 101
         await watcher({"type": "http.response.body", "body": b"", "more_body": True})  # 102: no bytes yet

@@ -65,7 +65,10 @@ def quick_bridge(bridge, upstream_url: str, **settings) -> ServerThread:
     )
 
 
-BACKEND_UNREACHABLE = {"error": "backend_unreachable", "message": "Local backend 'faulty' cannot be reached"}
+BACKEND_UNREACHABLE = {
+    "type": "error",  # Anthropic's error shape: the route is an Anthropic one
+    "error": {"type": "api_error", "message": "Local backend 'faulty' cannot be reached"},
+}
 MODEL_BODY = b'{"model":"m","stream":true}'
 
 
@@ -187,7 +190,7 @@ def test_a_stall_mid_body(faulty_side, watch):
             # A local JSON reply is held whole to be fixed, so nothing was sent yet: a clean 504.
             response = httpx.post(f"{ampbridge.url}{path}", content=MODEL_BODY, timeout=10)
             assert response.status_code == 504
-            assert response.json() == {"error": "backend_unreachable", "message": "Local backend 'faulty' timed out"}
+            assert response.json()["error"]["message"] == "Local backend 'faulty' timed out"
         else:  # the upstream's reply was already on its way: the client sees it cut off
             with pytest.raises(httpx.RemoteProtocolError):
                 httpx.post(f"{ampbridge.url}{path}", content=MODEL_BODY, timeout=10)

@@ -69,7 +69,7 @@ def test_odd_model_bodies_go_upstream_unchanged_or_get_400(ampbridge, upstream, 
     closed = bridge(provider_settings(backends, amp_upstream_url=""))
     response = httpx.post(f"{closed.url}/api/provider/openai/v1/chat/completions", content=body)
     assert response.status_code in (400, 404)
-    assert response.json()["error"] in ("invalid_request", "model_not_found")
+    assert response.json()["error"]["code"] in ("invalid_request", "model_not_found")  # OpenAI's shape
 
 
 def test_huge_and_strange_model_names(backends, bridge, upstream):
@@ -81,7 +81,7 @@ def test_huge_and_strange_model_names(backends, bridge, upstream):
     forged = "gpt\n2026-01-01 INFO ampbridge: LOCAL model=forged"
     response = httpx.post(f"{closed.url}/api/provider/openai/v1/chat/completions", json={"model": forged})
     assert response.status_code == 404
-    assert "\\n" in response.json()["message"]
+    assert "\\n" in response.json()["error"]["message"]
     forwarding = bridge(provider_settings(backends, amp_upstream_url=upstream.url))
     assert (
         httpx.post(

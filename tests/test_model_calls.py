@@ -194,7 +194,7 @@ def test_unreadable_model_goes_upstream_or_gets_400_without_one(backends, upstre
     closed = bridge(provider_settings(backends, amp_upstream_url=""))
     response = httpx.post(f"{closed.url}/api/provider/openai/v1/responses", content=b"not json")
     assert response.status_code == 400
-    assert "model" in response.json()["message"]
+    assert "model" in response.json()["error"]["message"]
 
 
 def test_no_upstream_gives_404_naming_the_model(backends, bridge):
@@ -203,9 +203,10 @@ def test_no_upstream_gives_404_naming_the_model(backends, bridge):
         f"{ampbridge.url}/api/provider/openai/v1/chat/completions", json={"model": "gpt-9-ultra"}
     )
     assert response.status_code == 404
-    assert response.json()["error"] == "model_not_found"
-    assert "'gpt-9-ultra'" in response.json()["message"]
-    assert "amp-model-mappings" in response.json()["message"]
+    error = response.json()["error"]  # OpenAI's error shape, so SDKs show the message
+    assert (error["type"], error["code"]) == ("invalid_request_error", "model_not_found")
+    assert "'gpt-9-ultra'" in error["message"]
+    assert "amp-model-mappings" in error["message"]
 
 
 def test_a_model_is_local_only_for_its_own_wire_format(backends, upstream, bridge):
