@@ -466,7 +466,7 @@ def test_backend_unreachable_gives_502_naming_the_backend_not_the_key(upstream, 
     )
     response = httpx.post(f"{ampbridge.url}/api/provider/openai/v1/chat/completions", json={"model": "m"})
     assert response.status_code == 502
-    assert "'gone'" in response.json()["message"]
+    assert "'gone'" in response.json()["error"]["message"]
     assert "sk-secret-gone" not in response.text
 
 
