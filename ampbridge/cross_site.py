@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import refuse
-from .trusted_hosts import HostAllowlist, header_values, is_host_name, split_host
+from .trusted_hosts import HostAllowlist, header_values, is_host_name, split_authority, split_host
 
 CROSS_SITE_FETCHES = frozenset({b"cross-site", b"same-site"})
+DEFAULT_PORTS = {"http": "80", "https": "443"}
 NAVIGATION_METHODS = frozenset({"GET", "HEAD"})
 DENIED_MESSAGE = "requests from web pages of other sites are refused"
 
@@ -30,9 +31,9 @@ class CrossSiteGate:
     """403 JSON (the same status on a WebSocket handshake) for cross-site browser requests.
 
     Cross-site: ``Sec-Fetch-Site`` is ``cross-site`` or ``same-site``, or ``Origin`` is present and
-    is neither ``http(s)://`` + a host of ``allowed_hosts`` nor one of ``allowed_origins``
-    (``Origin: null`` never is). ``is_browser_route(path)`` names the paths a top-level GET/HEAD
-    navigation may still open."""
+    is neither ``http(s)://`` + a host of ``allowed_hosts`` with the port of the request's ``Host``
+    nor one of ``allowed_origins`` (``Origin: null`` never is). ``is_browser_route(path)`` names
+    the paths a top-level GET/HEAD navigation may still open."""
 
     def __init__(
         self,
@@ -58,21 +59,32 @@ class CrossSiteGate:
         self.origins = frozenset(origins)
         self.is_browser_route = is_browser_route
 
-    def is_allowed_origin(self, origin: str) -> bool:
+    def is_allowed_origin(self, origin: str, request_port: str | None) -> bool:
+        """One of ``allowed_origins``, or an allowed host on the port the request came to.
+        The port matters: another local app's page (``http://localhost:3000``) is another
+        origin, and browsers send no ``Sec-Fetch-Site`` on WebSocket handshakes."""
         normalised = _normalise_origin(origin)
         if normalised in self.origins:
             return True
         scheme, separator, authority = normalised.partition("://")
-        return bool(separator) and scheme in ("http", "https") and self.hosts.allows(authority)
+        parts = split_authority(authority) if separator and scheme in DEFAULT_PORTS else None
+        if parts is None or not self.hosts.allows_name(parts[0]):
+            return False
+        port = None if parts[1] == DEFAULT_PORTS[scheme] else parts[1]
+        return port == request_port
 
     def is_cross_site(self, scope: Scope) -> bool:
         if any(
             value.strip().lower() in CROSS_SITE_FETCHES for value in header_values(scope, b"sec-fetch-site")
         ):
             return True
-        return any(
-            not self.is_allowed_origin(value.decode("latin-1")) for value in header_values(scope, b"origin")
-        )
+        origins = header_values(scope, b"origin")
+        if not origins:
+            return False
+        hosts = header_values(scope, b"host")
+        request = split_authority(hosts[0].decode("latin-1")) if len(hosts) == 1 else None
+        request_port = None if request is None else request[1]
+        return any(not self.is_allowed_origin(value.decode("latin-1"), request_port) for value in origins)
 
     def is_top_level_navigation(self, scope: Scope) -> bool:
         """A link followed or a page opened in a tab or window (not a frame), by GET or HEAD."""

@@ -36,6 +36,12 @@ _IF_INET6 = Path("/proc/net/if_inet6")
 def split_host(value: str) -> str | None:
     """The host part of a ``Host`` header or URL authority, lowercase, brackets and one trailing
     dot removed; ``None`` when it is not a well-formed ``host[:port]``."""
+    authority = split_authority(value)
+    return None if authority is None else authority[0]
+
+
+def split_authority(value: str) -> tuple[str, str | None] | None:
+    """``split_host``'s host and the port as written (``None`` when there is none)."""
     value = value.strip().lower()
     if value.startswith("["):
         host, bracket, rest = value[1:].partition("]")
@@ -51,7 +57,7 @@ def split_host(value: str) -> str | None:
             return None
     if port is not None and not (_PORT.fullmatch(port) and int(port) <= 65535):
         return None
-    return host.removesuffix(".")
+    return host.removesuffix("."), port
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

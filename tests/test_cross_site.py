@@ -161,13 +161,17 @@ def test_navigation_exception_is_narrow():
 def test_configured_hosts_and_origins_are_allowed_origins():
     app = gate(allowed_hosts=["*.ts.net"], allowed_origins=["https://ide.example.com:8443"])
     for origin in [
-        "https://box.tail.ts.net",
         "http://box.tail.ts.net:8317",
         "https://ide.example.com:8443",
         "HTTPS://IDE.example.com:8443/",
     ]:
         assert call(app, "POST", "/api/user", {"Origin": origin}).status_code == 200, origin
-    for origin in ["https://ide.example.com", "http://ide.example.com:8443", "https://ts.net"]:
+    for origin in [
+        "https://ide.example.com",
+        "http://ide.example.com:8443",
+        "https://ts.net",
+        "https://box.tail.ts.net",
+    ]:
         assert call(app, "POST", "/api/user", {"Origin": origin}).status_code == 403, origin
 
 
@@ -208,3 +212,24 @@ def test_websocket_without_origin_or_from_our_origin_passes():
 def test_bad_allowed_origin_fails_at_construction(origin):
     with pytest.raises(ValueError, match="allowed-origins entry"):
         gate(allowed_origins=[origin])
+
+
+@pytest.mark.parametrize(
+    "origin", ["http://localhost:3000", "http://127.0.0.1:8888", "http://[::1]:9000", "http://localhost"]
+)
+def test_a_page_on_another_local_port_is_cross_site(origin):
+    """Another local app's page is another origin; browsers send no Sec-Fetch-Site on WebSocket
+    handshakes, so the port of the Origin is what gives it away."""
+    assert call(gate(), "POST", "/api/user", {"Origin": origin}).status_code == 403
+    sent = websocket(gate(), "/actors/gateway/x", {"Origin": origin})
+    assert sent[0]["status"] == 403
+
+
+def test_an_origin_without_port_matches_a_host_without_port():
+    app = gate(allowed_hosts=["amp.example.com"])
+    headers = {"Host": "amp.example.com", "Origin": "https://amp.example.com"}
+    assert call(app, "POST", "/api/user", headers).status_code == 200
+    headers = {"Host": "amp.example.com", "Origin": "https://amp.example.com:8443"}
+    assert call(app, "POST", "/api/user", headers).status_code == 403
+    headers = {"Host": "amp.example.com:443", "Origin": "https://amp.example.com"}  # default port dropped
+    assert call(app, "POST", "/api/user", headers).status_code == 403
