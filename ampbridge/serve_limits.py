@@ -1,0 +1,160 @@
+"""Connection limits for ``ampbridge serve``: a deadline for each request head and a cap on
+open connections.
+
+uvicorn (checked with 0.54, httptools and h11 protocols) arms ``timeout_keep_alive`` only after
+a response has been sent, and cancels it on the first byte of the next request; nothing bounds
+how long a client may take to send a request head, neither the first one on a connection nor a
+later one. A client that connects and sends half a head (slowloris) holds its connection, and a
+file descriptor, for as long as it likes; a thousand such clients exhaust the process's
+descriptors and real clients are no longer accepted. ``limit_concurrency`` does not help: it
+counts those connections too, and answers the real clients' requests with 503.
+
+Here each connection must complete its request head within ``header_timeout`` seconds of
+connecting, or of the head's first byte on a kept-alive connection, else it is closed. Idle
+kept-alive connections are left to uvicorn's ``timeout_keep_alive``. At ``max_connections``,
+a new connection evicts the oldest one that is still waiting for a request head (idle or
+half-sent): requests in progress are never cut, and an attacker's stalled connections cannot
+lock real clients out. Only when every connection is busy with a request is the new one refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, ClassVar, Protocol
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+logger = logging.getLogger("ampbridge")
+
+DEFAULT_HEADER_TIMEOUT = 30.0
+DEFAULT_MAX_CONNECTIONS = 1000
+
+
+class _Connection(Protocol):
+    transport: asyncio.Transport
+    connections: set[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+class ConnectionLimits:
+    """Per server: which connections wait for a request head, oldest first, with their deadline
+    (``None`` for an idle kept-alive connection, which keep-alive timing already bounds)."""
+
+    def __init__(self, header_timeout: float, max_connections: int) -> None:
+        if header_timeout <= 0 or max_connections < 1:
+            raise ValueError("header_timeout must be positive and max_connections at least 1")
+        self.header_timeout = header_timeout
+        self.max_connections = max_connections
+        self.waiting: dict[_Connection, asyncio.TimerHandle | None] = {}
+
+    def opened(self, connection: _Connection) -> None:
+        if len(connection.connections) > self.max_connections:
+            oldest = next(iter(self.waiting), None)
+            if oldest is None:
+                logger.debug("connection refused: %d connections are busy", len(connection.connections) - 1)
+                connection.transport.close()
+                return
+            self._close(oldest)
+        self._arm(connection)
+
+    def head_started(self, connection: _Connection) -> None:
+        if self.waiting.get(connection) is None:  # not yet timed: new, or idle until now
+            self.waiting.pop(connection, None)
+            self._arm(connection)
+
+    def head_complete(self, connection: _Connection) -> None:
+        deadline = self.waiting.pop(connection, None)
+        if deadline is not None:
+            deadline.cancel()
+
+    def idle(self, connection: _Connection) -> None:
+        if not connection.transport.is_closing():
+            self.head_complete(connection)
+            self.waiting[connection] = None
+
+    closed = head_complete
+
+    def _arm(self, connection: _Connection) -> None:
+        self.waiting[connection] = connection.loop.call_later(self.header_timeout, self._close, connection)
+
+    def _close(self, connection: _Connection) -> None:
+        self.head_complete(connection)
+        if not connection.transport.is_closing():
+            connection.transport.close()
+
+
+class _LimitedH11(H11Protocol):
+    limits: ClassVar[ConnectionLimits]
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.limits.opened(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.limits.closed(self)
+        super().connection_lost(exc)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.conn.their_state is not h11.IDLE:
+            self.limits.head_complete(self)
+        elif self.conn.trailing_data[0]:
+            self.limits.head_started(self)
+
+    def on_response_complete(self) -> None:
+        self.limits.idle(self)  # before: the next pipelined request is handled inside
+        super().on_response_complete()
+
+
+def _httptools_class() -> type[asyncio.Protocol] | None:
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # httptools is an optional speed-up of uvicorn
+        return None
+
+    class _LimitedHttpTools(HttpToolsProtocol):
+        limits: ClassVar[ConnectionLimits]
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self.limits.opened(self)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.limits.closed(self)
+            super().connection_lost(exc)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self.limits.head_started(self)
+
+        def on_headers_complete(self) -> None:
+            self.limits.head_complete(self)
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self.timeout_keep_alive_task is not None:  # no pipelined request started
+                self.limits.idle(self)
+
+    return _LimitedHttpTools
+
+
+def limited_protocol(
+    header_timeout: float, max_connections: int, *, implementation: str = "auto"
+) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol (httptools when installed, like uvicorn's "auto", else h11) with
+    the limits; each call makes a class with its own connection registry: one per server."""
+    base = _httptools_class() if implementation in ("auto", "httptools") else None
+    if base is None and implementation == "httptools":
+        raise ValueError("httptools is not installed")
+    limits = ConnectionLimits(header_timeout, max_connections)
+    return type("LimitedHTTPProtocol", (base or _LimitedH11,), {"limits": limits})
+
+
+def uvicorn_options(
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT, max_connections: int = DEFAULT_MAX_CONNECTIONS
+) -> dict[str, Any]:
+    """Keyword arguments to merge into ``uvicorn.run(...)`` / ``uvicorn.Config(...)``."""
+    return {"http": limited_protocol(header_timeout, max_connections)}
