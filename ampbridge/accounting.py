@@ -142,15 +142,16 @@ def _gemini(event: Mapping[str, Any]) -> TokenUsage | None:
 class UsageTally:
     """The usage of one reply, fed the reply's JSON objects (the body, or each stream event)."""
 
-    def __init__(self, dialect: str) -> None:
-        self.reader: _AnthropicUsage | _LastUsage = _READERS[str(dialect)]()
+    def __init__(self, dialect: str | None) -> None:
+        """``dialect`` None: a reply that carries no token usage (a token count, say)."""
+        self.reader: _AnthropicUsage | _LastUsage | None = _READERS[str(dialect)]() if dialect else None
 
     def feed(self, event: Any) -> None:
-        if isinstance(event, dict):
+        if self.reader is not None and isinstance(event, dict):
             self.reader.feed(event)
 
     def total(self) -> TokenUsage | None:
-        return self.reader.total()
+        return self.reader.total() if self.reader is not None else None
 
 
 _READERS: dict[str, Callable[[], _AnthropicUsage | _LastUsage]] = {
@@ -383,7 +384,7 @@ class UsageWatchingSend:
         self,
         send: Send,
         *,
-        dialect: str,
+        dialect: str | None,
         on_finish: Callable[[ReplyOutcome], None],
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:

@@ -65,6 +65,7 @@ def app(
     client: SharedClient | None = None,
     watch_config: bool = True,
     configure_logs: bool = False,
+    standalone: bool = False,
     **overrides: Any,
 ) -> AmpApp:
     """Amp's API, to mount at ``/api``::
@@ -91,6 +92,11 @@ def app(
     )
     local = None if local_app is None or local_models is None else LocalServer(local_app, local_models)
     runtime = Runtime(
-        source, client=client, local=local, watch_config=watch_config, configure_logs=configure_logs
+        source,
+        client=client,
+        local=local,
+        watch_config=watch_config,
+        configure_logs=configure_logs,
+        standalone=standalone,
     )
     return AmpApp(runtime)

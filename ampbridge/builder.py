@@ -11,26 +11,36 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .actor_gate import ActorGate
+from .actors import RoutingTokenSource
 from .backends import LocalBackends
-from .client_keys import ClientKeyAuth
+from .browser_routes import BrowserProxyRewrite, BrowserRedirect
+from .call_watch import CallWatch
+from .client_keys import ClientKeyAuth, ClientKeys
 from .credentials import key_problem
+from .cross_site import CrossSiteGate
 from .errors import refuse
 from .fallback import AmpFallback
 from .gzip_unwrap import GzipUnwrap
 from .http_client import SharedClient
+from .ledger import UsageLedger
 from .localhost import LocalhostOnly
+from .metrics import Metrics, MetricsEndpoint
 from .models import LocalModelsLike
 from .no_cors import RefuseCors
+from .path_shapes import DriftWarner
 from .provider_alias import ProviderAlias, route_path
 from .proxy import ReplyBroken
-from .routes import RouteKind, api_path, classify_api, classify_root
+from .readiness import Readiness, ReadinessEndpoint
+from .routes import RouteKind, api_path, classify_api, classify_root, is_browser_path
 from .safe_paths import SafePaths
-from .secrets import AmpSecretsFile, UpstreamKeyResolver, amp_secrets_path
+from .secrets import AmpSecretsFile, UpstreamKeyResolver, amp_secrets_path, local_urls
 from .settings import ConfigError, Settings
+from .trusted_hosts import HostAllowlist, TrustedHosts
 from .upstream import AmpUpstream
 
 logger = logging.getLogger("ampbridge")
@@ -76,7 +86,13 @@ def upstream_key_resolver(settings: Settings, environ: Mapping[str, str]) -> Ups
     return UpstreamKeyResolver(
         configured_key=settings.amp_upstream_api_key.get_secret_value(),
         environment_key=environment_key,
-        secrets_file=AmpSecretsFile(amp_secrets_path(), url) if url else None,
+        secrets_file=(
+            AmpSecretsFile(
+                amp_secrets_path(), url, local_urls=local_urls(settings.port, settings.allowed_hosts)
+            )
+            if url
+            else None
+        ),
         per_client=per_client,
     )
 
@@ -115,11 +131,14 @@ class HttpOnly:
 
 class Dispatch:
     """The one dispatcher: classifies a request with the route table and hands it to the app
-    built for its kind. ``api_mounted``: the app lives below ``/api`` (``ampbridge.app()``)."""
+    built for its kind. ``api_mounted``: the app lives below ``/api`` (``ampbridge.app()``).
+    It also answers for a reply that broke off while a part held its head back, and reports
+    each request's outcome to the metrics and the upstream's readiness."""
 
-    def __init__(self, apps: Mapping[RouteKind, ASGIApp], *, api_mounted: bool) -> None:
+    def __init__(self, apps: Mapping[RouteKind, ASGIApp], *, api_mounted: bool, services: Services) -> None:
         self.apps = dict(apps)
         self.api_mounted = api_mounted
+        self.services = services
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -132,18 +151,46 @@ class Dispatch:
             kind = classify_root(path, method)
             if api_path(path) is not None:  # the API part sees itself mounted at /api
                 scope = {**scope, "root_path": scope.get("root_path", "") + "/api"}
-        started = False
+        status = 0
 
         async def watched_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] in ("http.response.start", "websocket.accept")
+            nonlocal status
+            if message["type"] == "http.response.start" or message["type"] == "websocket.http.response.start":
+                status = message["status"]
+            elif message["type"] == "websocket.accept":
+                status = 101
             await send(message)
 
         try:
             await self.apps.get(kind, not_found)(scope, receive, watched_send)
         except ReplyBroken as broken:
-            if not started:
+            if not status:
+                status = broken.status
                 await broken.fail(scope, receive, send, broken.status)
+        finally:
+            self.services.observe(kind, status)
+
+
+@dataclass
+class Services:
+    """What outlives a settings version and every built app reports to."""
+
+    metrics: Metrics = field(default_factory=Metrics)
+    readiness: Readiness = field(default_factory=Readiness)
+    ledger: UsageLedger | None = None
+    drift: DriftWarner = field(default_factory=DriftWarner)
+    routing_token: RoutingTokenSource | None = None
+
+    def observe(self, kind: RouteKind, status: int) -> None:
+        self.metrics.observe_request(kind.value, status)
+        if kind in _UPSTREAM_KINDS and status:
+            answered = status not in (502, 504)
+            self.readiness.upstream(answered, "" if answered else f"status {status}")
+            if not answered:
+                self.metrics.upstream_error(f"status_{status}")
+
+
+_UPSTREAM_KINDS = frozenset({RouteKind.CONTROL, RouteKind.ACTORS})
 
 
 def build(
@@ -151,11 +198,14 @@ def build(
     *,
     client: SharedClient,
     environ: Mapping[str, str],
+    services: Services,
     local: LocalServer | None = None,
     previous: BuiltApp | None = None,
+    standalone: bool = False,
 ) -> BuiltApp:
     """The app for ``settings``. Raises ConfigError for settings that validate but cannot be
-    used (a key that cannot be sent in a header)."""
+    used (a key that cannot be sent in a header). ``standalone``: the app is the whole server
+    (``ampbridge serve``), so the bind host is one of its names."""
     keys = upstream_key_resolver(settings, environ)
     client_keys = settings.client_keys
     max_body = settings.max_body_size
@@ -172,7 +222,9 @@ def build(
     else:
         local_app, local_models = local.app, local.models
 
-    def upstream(*, prefix: bytes, send_key: bool = True, keep_cookies: bool = False) -> ASGIApp:
+    def upstream(
+        *, prefix: bytes, send_key: bool = True, keep_cookies: bool = False, actors: bool = False
+    ) -> ASGIApp:
         proxy = AmpUpstream(
             upstream_url=settings.amp_upstream_url,
             client=client,
@@ -183,6 +235,8 @@ def build(
             send_key=send_key,
             keep_cookies=keep_cookies,
             proxy_url=settings.proxy_url,
+            actors=services.routing_token if actors else None,
+            drift=services.drift,
         )
         return GzipUnwrap(proxy, max_decoded_size=max_body)
 
@@ -192,42 +246,85 @@ def build(
 
     has_upstream = bool(settings.amp_upstream_url)
     may_spend_credits = has_upstream and settings.amp_fallback == "allowed"
-    fallback_upstream = upstream(prefix=b"/api") if may_spend_credits else None
     models = ClientKeyAuth(
         ProviderAlias(
             AmpFallback(
                 local_app,
                 local_models=local_models,
-                upstream=fallback_upstream,
+                upstream=upstream(prefix=b"/api") if may_spend_credits else None,
                 mappings=settings.amp_model_mappings,
                 force_mappings=settings.amp_force_model_mappings,
                 max_body_size=max_body,
                 upstream_refused=has_upstream,
+                watch=CallWatch(services.metrics, services.ledger),
             ),
             prefix="/provider/",
         ),
         keys=client_keys,
     )
+    apps: dict[RouteKind, ASGIApp] = {
+        RouteKind.MODEL: models,
+        RouteKind.LOCAL: ClientKeyAuth(local_app, keys=client_keys),
+        RouteKind.HEALTH: healthz,
+        RouteKind.READY: ReadinessEndpoint(services.readiness),
+        RouteKind.METRICS: management(ClientKeyAuth(MetricsEndpoint(services.metrics), keys=client_keys)),
+    }
     if has_upstream:
-        control = management(ClientKeyAuth(upstream(prefix=b"/api", keep_cookies=True), keys=client_keys))
-        actors = management(ClientKeyAuth(upstream(prefix=b""), keys=client_keys))
-        # A browser sends no client key, and carries its own session: never the Amp key.
-        browser = management(HttpOnly(upstream(prefix=b"", send_key=False, keep_cookies=True)))
-    else:
-        control = actors = browser = upstream_unavailable
-
-    api = SafePaths(Dispatch({RouteKind.MODEL: models, RouteKind.CONTROL: control}, api_mounted=True))
-    root = SafePaths(
-        Dispatch(
-            {
-                RouteKind.MODEL: models,
-                RouteKind.CONTROL: control,
-                RouteKind.ACTORS: actors,
-                RouteKind.BROWSER: browser,
-                RouteKind.LOCAL: ClientKeyAuth(local_app, keys=client_keys),
-                RouteKind.HEALTH: healthz,
-            },
-            api_mounted=False,
+        apps[RouteKind.CONTROL] = management(
+            ClientKeyAuth(upstream(prefix=b"/api", keep_cookies=True), keys=client_keys)
         )
+        apps[RouteKind.ACTORS] = management(
+            ActorGate(upstream(prefix=b"", actors=True), keys=ClientKeys(client_keys))
+        )
+        # A browser sends no client key and has its own session there: never the Amp key.
+        if settings.browser_routes == "redirect":
+            browser: ASGIApp = BrowserRedirect(settings.amp_upstream_url)
+        else:
+            browser = BrowserProxyRewrite(
+                upstream(prefix=b"", send_key=False, keep_cookies=True),
+                upstream_url=settings.amp_upstream_url,
+            )
+            apps[RouteKind.OTHER] = management(HttpOnly(ReadOnly(browser)))  # the login page's assets
+        apps[RouteKind.BROWSER] = management(HttpOnly(browser))
+    else:
+        apps[RouteKind.CONTROL] = apps[RouteKind.ACTORS] = apps[RouteKind.BROWSER] = upstream_unavailable
+
+    hosts = HostAllowlist(
+        settings.allowed_hosts,
+        bind_host=settings.host if standalone else None,
+        include_interface_addresses=standalone and settings.host in ALL_INTERFACES,
     )
+
+    def gates(app: ASGIApp) -> ASGIApp:
+        """Before any routing (SPEC §10): a foreign Host, then a cross-site request, is refused."""
+        cross_site = CrossSiteGate(
+            SafePaths(app),
+            allowed_hosts=hosts,
+            allowed_origins=settings.allowed_origins,
+            is_browser_route=_is_browser_route,
+        )
+        return TrustedHosts(cross_site, allowed_hosts=hosts)
+
+    api = gates(Dispatch(apps, api_mounted=True, services=services))
+    root = gates(Dispatch(apps, api_mounted=False, services=services))
     return BuiltApp(settings=settings, root=root, api=api, backends=backends)
+
+
+ALL_INTERFACES = frozenset({"", "0.0.0.0", "::"})
+
+
+def _is_browser_route(path: str) -> bool:
+    return is_browser_path(path, None)
+
+
+class ReadOnly:
+    """GET and HEAD only; anything else is not found."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method") in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+        else:
+            await not_found(scope, receive, send)

@@ -16,7 +16,8 @@ class ClientKeys:
     """The configured client keys, compared in constant time."""
 
     def __init__(self, keys: Iterable[str]) -> None:
-        self.keys = tuple(k.encode("utf-8") for k in keys if k)
+        self.texts = frozenset(k for k in keys if k)
+        self.keys = tuple(k.encode("utf-8") for k in self.texts)
 
     def __bool__(self) -> bool:
         return bool(self.keys)

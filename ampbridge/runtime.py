@@ -21,10 +21,14 @@ import anyio
 import sniffio
 from starlette.types import Receive, Send
 
-from .builder import BuiltApp, LocalServer, build
+from .actors import RoutingTokenSource
+from .amp_cli import SearchRoots, find_amp_clis, installed_routing_token
+from .builder import BuiltApp, LocalServer, Services, build
 from .http_client import SharedClient
+from .ledger import UsageLedger, default_ledger_path
 from .logs import configure_logging
 from .settings import ConfigError, Settings, find_config_file, load_settings
+from .settings_diff import describe_changes
 from .supervisor import Job, run_jobs
 
 logger = logging.getLogger("ampbridge")
@@ -68,6 +72,8 @@ class Runtime:
         local: LocalServer | None = None,
         watch_config: bool = True,
         configure_logs: bool = False,
+        standalone: bool = False,
+        services: Services | None = None,
         builder: Callable[..., BuiltApp] = build,
     ) -> None:
         self.source = source
@@ -75,6 +81,8 @@ class Runtime:
         self.local = local
         self.watch_config = watch_config
         self.configure_logs = configure_logs
+        self.standalone = standalone
+        self.services = services or Services()
         self.builder = builder
         self.built: BuiltApp | None = None
         self.discovery_complete = True
@@ -94,6 +102,7 @@ class Runtime:
             if self.built is None:
                 settings = self.source.load()
                 self._apply_logging(settings)
+                self._prepare_services(settings)
                 self.built = self._build(settings)
                 await self._discover(only_undiscovered=False)
                 self._start_detached_jobs()
@@ -101,9 +110,33 @@ class Runtime:
         return self.built
 
     def _build(self, settings: Settings) -> BuiltApp:
-        return self.builder(
-            settings, client=self.client, environ=self.source.environ, local=self.local, previous=self.built
+        built = self.builder(
+            settings,
+            client=self.client,
+            environ=self.source.environ,
+            services=self.services,
+            local=self.local,
+            previous=self.built,
+            standalone=self.standalone,
         )
+        backends = built.backends.backends if built.backends is not None else []
+        self.services.readiness.configure(
+            backends=[b.name for b in backends], upstream_configured=bool(settings.amp_upstream_url)
+        )
+        return built
+
+    def _prepare_services(self, settings: Settings) -> None:
+        """The parts that live as long as the runtime, made once from the first settings."""
+        services = self.services
+        if services.ledger is None:
+            services.ledger = UsageLedger(default_ledger_path(), retention_days=settings.usage_retention_days)
+        if services.routing_token is None:
+            home = Path(self.source.environ.get("HOME") or Path.home())
+            roots = SearchRoots.from_environment(self.source.environ, home)
+            services.routing_token = RoutingTokenSource(
+                configured=settings.amp_actor_routing_token.get_secret_value(),
+                discover=lambda: installed_routing_token(find_amp_clis(roots, version_of=lambda _: None)),
+            )
 
     def _apply_logging(self, settings: Settings) -> None:
         if self.configure_logs:
@@ -168,17 +201,32 @@ class Runtime:
     # --- background jobs ----------------------------------------------------------------
 
     def jobs(self) -> list[Job]:
-        jobs = [Job("model discovery", self._keep_discovering, DISCOVERY_RETRY_SECONDS)]
+        jobs = [
+            Job("model discovery", self._keep_discovering, DISCOVERY_RETRY_SECONDS),
+            Job("actor routing token", self._find_routing_token, DISCOVERY_RETRY_SECONDS),
+        ]
+        if self.services.ledger is not None:
+            jobs.append(Job("usage ledger", self.services.ledger.run, 30.0))
         if self.watch_config and self.source.config_file() is not None:
             jobs.append(Job("config watcher", self._watch_config, WATCH_INTERVAL_SECONDS))
         return jobs
 
     async def _discover(self, *, only_undiscovered: bool) -> None:
         backends = self.built.backends if self.built else None
-        if backends is None or not backends.needs_discovery:
+        if backends is None:
             return
-        with anyio.move_on_after(DISCOVERY_WAIT_SECONDS):
-            self.discovery_complete = await backends.discover_all(only_undiscovered=only_undiscovered)
+        if backends.needs_discovery:
+            with anyio.move_on_after(DISCOVERY_WAIT_SECONDS):
+                self.discovery_complete = await backends.discover_all(only_undiscovered=only_undiscovered)
+        for backend in backends.backends:
+            known = not backend.needs_discovery or backend.discovered is not None
+            self.services.readiness.backend(backend.name, known, "" if known else "model list not known yet")
+
+    async def _find_routing_token(self) -> None:
+        """Read the actor routing token from the installed Amp CLI once, off the event loop (it
+        may mean reading a large binary), before the first ``/actors`` request needs it."""
+        if self.services.routing_token is not None:
+            await anyio.to_thread.run_sync(self.services.routing_token.token)
 
     async def _keep_discovering(self) -> None:
         """Refresh the model lists of backends configured without ``models``: every 5 minutes,
@@ -186,9 +234,7 @@ class Runtime:
         while True:
             complete = self.discovery_complete
             await anyio.sleep(DISCOVERY_REFRESH_SECONDS if complete else DISCOVERY_RETRY_SECONDS)
-            backends = self.built.backends if self.built else None
-            if backends is not None and backends.needs_discovery:
-                self.discovery_complete = await backends.discover_all()
+            await self._discover(only_undiscovered=False)
 
     async def _watch_config(self) -> None:
         """Polls the config file (in-place writes and atomic renames alike) and applies changes."""
@@ -213,6 +259,7 @@ class Runtime:
         except Exception as error:
             reason = str(error) if isinstance(error, ConfigError) else f"{type(error).__name__}: {error}"
             logger.error("config change not applied, the previous settings stay in force: %s", reason)
+            self.services.metrics.reload(False)
             return False
         if previous is not None and (settings.host, settings.port) != (
             previous.settings.host,
@@ -222,7 +269,11 @@ class Runtime:
         self._apply_logging(settings)
         self.built = built
         await self._discover(only_undiscovered=True)
-        logger.info("configuration reloaded")
+        changes = describe_changes(previous.settings, settings) if previous is not None else []
+        for change in changes:
+            logger.info("configuration changed: %s", change)
+        logger.info("configuration reloaded (%d change%s)", len(changes), "" if len(changes) == 1 else "s")
+        self.services.metrics.reload(True)
         return True
 
 

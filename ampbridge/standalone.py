@@ -34,6 +34,7 @@ def create_app(
         client=client,
         watch_config=watch_config,
         configure_logs=configure_logs,
+        standalone=True,
         **dict(overrides or {}),
     ).root
 

@@ -11,10 +11,12 @@ import httpx
 from starlette.types import Receive, Scope, Send
 
 from . import scope_keys
+from .actors import RoutingTokenSource, rewrite_conn_params, with_routing_token
 from .credentials import CREDENTIAL_HEADERS, scrub_query
 from .errors import refuse
 from .headers import WEBSOCKET_HANDSHAKE, RawHeaders, scrub_request_headers
 from .http_client import SharedClient
+from .path_shapes import DriftWarner
 from .provider_alias import raw_route_path
 from .proxy import Exchange, upstream_accept_encoding
 from .secrets import UpstreamKeyResolver
@@ -40,7 +42,10 @@ class AmpUpstream:
     a request are carried over, so nothing a client sends can point it elsewhere.
 
     ``send_key=False`` (browser routes) sends no Amp key at all; ``keep_cookies`` passes the
-    client's ``Cookie`` header (browser and control-plane routes only)."""
+    client's ``Cookie`` header (browser and control-plane routes only). ``actors``: this proxy
+    serves Amp's thread-actor gateway: conn params carrying a client key get the upstream key
+    instead, and the routing token is added toward a non-loopback upstream. ``drift``: warn once
+    per unknown path shape (a new Amp release shows up in the log)."""
 
     def __init__(
         self,
@@ -54,6 +59,8 @@ class AmpUpstream:
         send_key: bool = True,
         keep_cookies: bool = False,
         proxy_url: str = "",
+        actors: RoutingTokenSource | None = None,
+        drift: DriftWarner | None = None,
     ) -> None:
         base = httpx.URL(upstream_url)
         self.base = base
@@ -69,19 +76,26 @@ class AmpUpstream:
         self.send_key = send_key
         self.keep_cookies = keep_cookies
         self.proxy_url = proxy_url
+        self.actors = actors
+        self.drift = drift
 
     def __repr__(self) -> str:
         return f"AmpUpstream({str(self.base)!r})"
 
     def _target(self, scope: Scope) -> bytes:
         """The upstream path: ``path_prefix`` + the raw path below the mount point (so a host app
-        may mount ampbridge anywhere) + the query without client keys."""
+        may mount ampbridge anywhere) + the query without client keys (and, toward Amp's cloud
+        actor gateway, with its routing token)."""
         query = scrub_query(scope.get("query_string", b""), self.client_keys)
+        if self.actors is not None:
+            query = with_routing_token(
+                scope["path"], query, upstream_host=self.base.host, token=self.actors.token()
+            )
         return self.base_path + self.path_prefix + raw_route_path(scope) + (b"?" + query if query else b"")
 
     def _auth(self, scope: Scope) -> RawHeaders:
         """The Amp key for this request, or the client's own when ampbridge has none (§17)."""
-        if not self.send_key:
+        if not self.send_key or scope.get(scope_keys.ACTOR_TOKEN_ONLY):
             return []
         key = self.keys.resolve(scope.get(scope_keys.CLIENT_KEY))
         if key:
@@ -91,8 +105,15 @@ class AmpUpstream:
         return [(name, value) for name, value in scope["headers"] if name.lower() in CREDENTIAL_HEADERS]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        offered: list[str] = list(scope.get("subprotocols") or [])
+        if self.actors is not None:
+            scope = rewrite_conn_params(
+                scope, client_keys=self.client_keys, upstream_key_for=self.keys.resolve
+            )
         target = self._target(scope)
         auth = self._auth(scope)
+        if self.drift is not None:
+            self.drift.observe(scope.get("method", "GET"), scope["path"])
         if scope["type"] == "websocket":
             headers = scrub_request_headers(
                 scope["headers"], WEBSOCKET_HANDSHAKE, keep_cookies=self.keep_cookies
@@ -105,6 +126,7 @@ class AmpUpstream:
                 url=self.websocket_base + target.decode("latin-1"),
                 headers=headers,
                 max_size=self.max_body_size,
+                offered=offered,
             )
             return
         headers = scrub_request_headers(scope["headers"], keep_cookies=self.keep_cookies)

@@ -34,8 +34,17 @@ class _connect_without_redirects(connect):
 
 
 async def relay_websocket(
-    scope: Scope, receive: Receive, send: Send, *, url: str, headers: RawHeaders, max_size: int
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    *,
+    url: str,
+    headers: RawHeaders,
+    max_size: int,
+    offered: list[str] | None = None,
 ) -> None:
+    """``offered``: the subprotocols as the client sent them, when ``scope["subprotocols"]`` (what
+    goes upstream) was rewritten; the client is accepted with its own spelling of the chosen one."""
     if (await receive())["type"] != "websocket.connect":
         return
     user_agent = header_value(headers, b"user-agent")
@@ -53,13 +62,17 @@ async def relay_websocket(
         status = refused.response.status_code
         logger.info("WebSocket %s refused by the upstream with %s", scope["path"], status)
         content_type = refused.response.headers.get("Content-Type", "text/plain")
-        await _deny(scope, send, status, refused.response.body or b"", content_type)
+        await _deny(scope, send, status, bytes(refused.response.body or b""), content_type)
         return
     except (OSError, TimeoutError, InvalidHandshake) as error:
         logger.warning("WebSocket %s: cannot reach the upstream (%s)", scope["path"], type(error).__name__)
         await _deny(scope, send, 502, UNREACHABLE_BODY, "application/json")
         return
-    await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
+    chosen: str | None = upstream.subprotocol
+    sent = list(scope.get("subprotocols") or [])
+    if chosen is not None and offered and chosen in sent and len(offered) == len(sent):
+        chosen = offered[sent.index(chosen)]
+    await send({"type": "websocket.accept", "subprotocol": chosen})
     async with upstream, anyio.create_task_group() as tasks:
         tasks.start_soon(_client_to_upstream, receive, upstream, tasks.cancel_scope)
         await _upstream_to_client(upstream, send)
@@ -76,7 +89,7 @@ async def _client_to_upstream(
                 text = message.get("text")
                 await upstream.send(text if text is not None else message.get("bytes") or b"")
             elif message["type"] == "websocket.disconnect":
-                code = message.get("code", 1000)
+                code: int = message.get("code") or 1000
                 await upstream.close(UNSENDABLE_CLOSE_CODES.get(code, code), message.get("reason") or "")
                 return
     except ConnectionClosed:

@@ -8,7 +8,6 @@ requests and a top-level navigation to the login page still go through."""
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,28 +15,13 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from ampbridge.cross_site import CrossSiteGate
 from ampbridge.settings import Settings
-from ampbridge.standalone import Standalone
-from ampbridge.trusted_hosts import HostAllowlist, TrustedHosts
+from ampbridge.standalone import create_app
 
 from .chromium import Chromium, require_chromium
 from .servers import RecordingServer, ServerThread, read_all, respond
 
 AMP_KEY = "sk-amp-user-key-0123456789"
-_BROWSER_ROUTE = re.compile(r"/auth(/.*)?|/(threads(/.*)?|threads\.rss|news\.rss|docs(/.*)?|settings(/.*)?)")
-
-
-def guarded(app, *, bind_host: str = "127.0.0.1", allowed_hosts=(), allowed_origins=()):
-    """The gates as the app builder will put them in front of every route (kept in one place,
-    so switching to the builder's own composition is one line)."""
-    hosts = HostAllowlist(allowed_hosts, bind_host=bind_host)
-    gate = CrossSiteGate(
-        app, allowed_hosts=hosts, allowed_origins=allowed_origins, is_browser_route=_BROWSER_ROUTE.fullmatch
-    )
-    return TrustedHosts(gate, allowed_hosts=hosts)
-
-
 class Observed:
     """Wraps an ASGI app and notes each request's host, path and answer status."""
 
@@ -140,7 +124,7 @@ class AttackerSite:
 def guarded_bridge(upstream: RecordingServer) -> Iterator[tuple[ServerThread, Observed]]:
     require_chromium()
     settings = Settings(amp_upstream_url=upstream.url, amp_upstream_api_key=AMP_KEY)
-    observed = Observed(guarded(Standalone(settings=settings, environ={}, configure_logs=False)))
+    observed = Observed(create_app(settings=settings, environ={}, configure_logs=False))
     with ServerThread(observed) as thread:
         yield thread, observed
 

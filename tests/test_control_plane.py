@@ -113,7 +113,7 @@ def test_cors_grants_from_the_upstream_are_stripped(upstream, bridge):
 
     upstream.route(lambda m, p: p == "/api/meta", grants)
     ampbridge = bridge(Settings(amp_upstream_url=upstream.url))
-    response = httpx.get(f"{ampbridge.url}/api/meta", headers={"Origin": "https://evil.example"})
+    response = httpx.get(f"{ampbridge.url}/api/meta", headers={"Origin": ampbridge.url})  # same-origin
     assert response.status_code == 200
     assert response.headers["x-kept"] == "1"
     assert not [h for h in response.headers if h.lower().startswith("access-control-")]
@@ -180,26 +180,30 @@ def test_redirects_and_cookies_pass_through_untouched(upstream, bridge):
         )
 
     upstream.route(lambda m, p: p == "/auth/sign-in", redirect)
-    ampbridge = bridge(Settings(amp_upstream_url=upstream.url))
+    ampbridge = bridge(Settings(amp_upstream_url=upstream.url, browser_routes="proxy"))
     response = httpx.get(f"{ampbridge.url}/auth/sign-in", follow_redirects=False)
     assert response.status_code == 302
     assert response.headers["location"] == "https://ampcode.com/auth/done?x=1"
     assert response.headers.get_list("set-cookie") == ["a=1; Path=/; HttpOnly", "b=2"]
 
 
+BROWSER_ROUTES = [
+    ("GET", "/auth"),
+    ("POST", "/auth/callback"),
+    ("GET", "/threads"),
+    ("GET", "/threads/T-123"),
+    ("GET", "/threads.rss"),
+    ("GET", "/news.rss"),
+    ("GET", "/docs"),
+    ("GET", "/docs/guide"),
+    ("GET", "/settings"),
+    ("GET", "/settings/keys"),
+]
+
+
 @pytest.mark.parametrize(
     ("method", "path", "forwarded"),
     [
-        ("GET", "/auth", True),
-        ("POST", "/auth/callback", True),
-        ("GET", "/threads", True),
-        ("GET", "/threads/T-123", True),
-        ("GET", "/threads.rss", True),
-        ("GET", "/news.rss", True),
-        ("GET", "/docs", True),
-        ("GET", "/docs/guide", True),
-        ("GET", "/settings", True),
-        ("GET", "/settings/keys", True),
         ("POST", "/actors/gateway/x", True),
         ("DELETE", "/api/threads/T-1", True),
         ("PUT", "/api/durable-thread-workers/1", True),
@@ -207,7 +211,7 @@ def test_redirects_and_cookies_pass_through_untouched(upstream, bridge):
         ("GET", "/elsewhere", False),
     ],
 )
-def test_browser_and_api_routes_are_forwarded(upstream, bridge, method, path, forwarded):
+def test_api_and_actor_routes_are_forwarded(upstream, bridge, method, path, forwarded):
     ampbridge = bridge(Settings(amp_upstream_url=upstream.url))
     response = httpx.request(method, f"{ampbridge.url}{path}")
     if forwarded:
@@ -217,6 +221,29 @@ def test_browser_and_api_routes_are_forwarded(upstream, bridge, method, path, fo
     else:
         assert response.status_code == 404
         assert upstream.requests == []
+
+
+@pytest.mark.parametrize(("method", "path"), BROWSER_ROUTES)
+def test_browser_routes_redirect_to_the_upstreams_own_site(upstream, bridge, method, path):
+    ampbridge = bridge(Settings(amp_upstream_url=upstream.url, amp_upstream_api_key=UPSTREAM_KEY))
+    response = httpx.request(method, f"{ampbridge.url}{path}?authToken=abc&callbackPort=1234")
+    assert response.status_code == (302 if method == "GET" else 307)
+    assert response.headers["location"] == f"{upstream.url}{path}?authToken=abc&callbackPort=1234"
+    assert upstream.requests == []  # nothing of the browser's passes through ampbridge
+
+
+@pytest.mark.parametrize(("method", "path"), BROWSER_ROUTES)
+def test_browser_routes_in_proxy_mode_are_forwarded_without_the_amp_key(upstream, bridge, method, path):
+    settings = Settings(
+        amp_upstream_url=upstream.url, amp_upstream_api_key=UPSTREAM_KEY, browser_routes="proxy"
+    )
+    ampbridge = bridge(settings)
+    response = httpx.request(method, f"{ampbridge.url}{path}", headers={"Cookie": "session=1"})
+    assert response.status_code == 200
+    assert response.json() == {"upstream": True, "path": path}
+    (received,) = upstream.requests
+    assert received.header("authorization") is None and received.header("x-api-key") is None
+    assert received.header("cookie") == "session=1"
 
 
 def test_large_request_bodies_stream_through_intact(upstream, bridge):

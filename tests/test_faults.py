@@ -226,7 +226,7 @@ def test_client_disconnects_mid_upload(bridge, watch):
         check = watch(ampbridge)
         with socket.create_connection(("127.0.0.1", ampbridge.port)) as client:
             client.sendall(
-                b"POST /api/internal?uploadThread HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n"
+                b"POST /api/internal?uploadThread HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10000000\r\n\r\n"
             )
             client.sendall(b"x" * 100_000)
             time.sleep(0.2)

@@ -130,10 +130,9 @@ def test_a_host_header_naming_another_host_changes_nothing(ampbridge, upstream, 
         method="POST",
         headers={"Host": canary_host, "X-Forwarded-Host": canary_host, "Forwarded": f"host={canary_host}"},
     )
-    assert status < 500
+    assert status == 421  # a foreign Host is refused before any routing (DNS rebinding)
     assert canary.requests == []
-    assert upstream.requests[-1].header("host") == upstream.url.removeprefix("http://")
-    assert upstream.requests[-1].header("x-forwarded-host") is None
+    assert upstream.requests == []
 
 
 def test_header_injection_attempts_are_rejected_by_the_server(ampbridge, upstream):

@@ -73,7 +73,7 @@ def test_standalone_gate_covers_management_but_not_health():
 
     async def run() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app, client=("192.0.2.7", 5000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             return [
                 await client.get(path, headers={"X-Forwarded-For": "127.0.0.1"})
                 for path in ("/api/user", "/threads/T-1", "/actors/gateway/x", "/healthz")

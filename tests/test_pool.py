@@ -80,7 +80,7 @@ def test_upstream_cookies_never_reach_another_clients_request(upstream, bridge):
         await respond(send, 200, b"{}", headers=[(b"set-cookie", b"session=alice-secret; Path=/")])
 
     upstream.route(lambda m, p: p == "/auth/sign-in", set_cookie)
-    ampbridge = bridge(Settings(amp_upstream_url=upstream.url))
+    ampbridge = bridge(Settings(amp_upstream_url=upstream.url, browser_routes="proxy"))
     alice = httpx.get(f"{ampbridge.url}/auth/sign-in")
     assert alice.headers["set-cookie"] == "session=alice-secret; Path=/"  # passed on to its client
     httpx.get(f"{ampbridge.url}/api/user")  # another client, no cookies
