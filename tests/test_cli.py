@@ -1,4 +1,4 @@
-"""The ``ampbridge`` command, run as a user would: a real process on 127.0.0.1."""
+"""The ``ampbridge`` command, run as a user would: a real process (on 127.0.0.1 for ``serve``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+import ampbridge
+
 from .test_settings import CLIPROXYAPI_CONFIG
+
+# The ampbridge under test (a worktree's copy, not whichever one the venv installed).
+SOURCE_ROOT = str(Path(ampbridge.__file__).resolve().parent.parent)
+
+
+def command_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": SOURCE_ROOT, **(extra or {})}
 
 
 def free_port() -> int:
@@ -23,13 +32,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def ampbridge(*args: str, **kwargs) -> subprocess.CompletedProcess:
+def ampbridge_command(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "ampbridge.cli", *args], capture_output=True, text=True, timeout=60, **kwargs
+        [sys.executable, "-m", "ampbridge.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=command_env(env),
+        **kwargs,
     )
 
 
 class Served:
+    """``ampbridge serve`` in a process of its own, up once ``/healthz`` answers."""
+
     def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -41,7 +57,7 @@ class Served:
             stdout=self.output,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, **(env or {})},
+            env=command_env(env),
         )
         deadline = time.monotonic() + 20
         while True:
@@ -91,38 +107,50 @@ def test_cliproxyapi_config_starts_the_server_unchanged(tmp_path, upstream):
     assert received.header("authorization") == "Bearer amp-key-from-ampcode-block"
     assert f"listening on http://127.0.0.1:{served.port}" in output
     assert f"Amp upstream: {upstream.url}" in output
-    assert "auth-dir" in output  # the unknown keys were named in a warning
+    assert output.count("auth-dir") == 1  # the unknown keys were named in one warning, once
 
 
 def test_serve_refuses_a_conflicting_config_naming_both_keys(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text("amp-upstream-url: http://127.0.0.1:1\nampcode:\n  upstream-url: http://127.0.0.1:2\n")
-    result = ampbridge("serve", "--config", str(config), "--port", str(free_port()))
+    result = ampbridge_command("serve", "--config", str(config), "--port", str(free_port()))
     assert result.returncode == 2
     assert "ampcode.upstream-url" in result.stderr and "amp-upstream-url" in result.stderr
 
 
-def test_check_shows_what_is_served_where(tmp_path):
+def test_bare_ampbridge_prints_help_on_stdout():
+    result = ampbridge_command()
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: ampbridge")
+    for command in ("serve", "check", "setup", "usage", "login", "logout", "accounts"):
+        assert f"    {command} " in result.stdout
+    assert result.stderr == ""
+
+
+def test_version():
+    result = ampbridge_command("--version")
+    assert result.returncode == 0
+    assert result.stdout == f"ampbridge {ampbridge.__version__}\n"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["serve"], ["check"], ["setup"], ["usage"], ["login", "chatgpt"], ["logout", "chatgpt"], ["accounts"]],
+)
+def test_help_works(command):
+    result = ampbridge_command(*command, "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"usage: ampbridge {' '.join(command)}")
+
+
+def test_check_takes_the_config_file_as_an_argument(tmp_path):
     config = tmp_path / "config.yaml"
-    config.write_text("""\
-amp-upstream-url: http://127.0.0.1:9
-providers:
-  - name: claude
-    type: anthropic
-    base-url: "http://127.0.0.1:9"
-    api-key: sk-secret
-    models: ["claude-sonnet-4-5*"]
-amp-model-mappings:
-  - {from: claude-opus-4-7, to: claude-sonnet-4-5}
-  - {from: gpt-5, to: gpt-5-mini}
-""")
-    result = ampbridge("check", "--config", str(config))
+    config.write_text("amp-upstream-url: http://127.0.0.1:9\namp-upstream-api-key: amp-secret-key\n")
+    result = ampbridge_command("check", str(config), env={"HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr
-    assert "claude [anthropic] http://127.0.0.1:9: claude-sonnet-4-5*" in result.stdout
-    assert "'claude-opus-4-7' -> 'claude-sonnet-4-5'" in result.stdout
-    assert "'gpt-5' -> 'gpt-5-mini'  (target not served locally: skipped)" in result.stdout
-    assert "forwarded to http://127.0.0.1:9" in result.stdout
-    assert "sk-secret" not in result.stdout + result.stderr
+    assert result.stdout.startswith(f"config: {config} - valid\n")
+    assert "Amp key: from amp-upstream-api-key" in result.stdout
+    assert "amp-secret-key" not in result.stdout + result.stderr
 
 
 def test_setup_writes_amp_url_and_keeps_other_settings(tmp_path):
@@ -134,8 +162,11 @@ def test_setup_writes_amp_url_and_keeps_other_settings(tmp_path):
         "amp.mcpServers": {"x": {"command": "y"}},
     }
     settings_file.write_text(json.dumps(original))
-    result = ampbridge(
-        "setup", "--url", "http://localhost:8317", env={**os.environ, "AMP_SETTINGS_FILE": str(settings_file)}
+    result = ampbridge_command(
+        "setup",
+        "--url",
+        "http://localhost:8317",
+        env={"AMP_SETTINGS_FILE": str(settings_file), "HOME": str(tmp_path)},
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(settings_file.read_text()) == {**original, "amp.url": "http://localhost:8317"}
@@ -146,11 +177,7 @@ def test_setup_writes_amp_url_and_keeps_other_settings(tmp_path):
 def test_setup_leaves_an_unreadable_settings_file_alone(tmp_path):
     settings_file = tmp_path / "settings.json"
     settings_file.write_text("{ // a comment amp may not like\n")
-    result = ampbridge("setup", "--settings-file", str(settings_file))
+    result = ampbridge_command("setup", "--settings-file", str(settings_file), env={"HOME": str(tmp_path)})
     assert result.returncode == 1
+    assert "left unchanged" in result.stderr
     assert settings_file.read_text() == "{ // a comment amp may not like\n"
-
-
-@pytest.mark.parametrize("command", ["serve", "check", "setup"])
-def test_help_works(command):
-    assert ampbridge(command, "--help").returncode == 0

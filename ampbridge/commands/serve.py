@@ -1,0 +1,113 @@
+"""``ampbridge serve``: run the standalone server with uvicorn.
+
+Logging is configured here, once, before uvicorn starts (``--log-level``, ``--log-format``, and
+the config's ``debug`` and ``logging-to-file``); uvicorn is told not to install its own logging
+and the app not to configure it, so ampbridge's, uvicorn's and websockets' lines all share the
+format chosen here, also after a config reload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Any
+
+from ..logs import LOG_FORMATS, configure_logging
+from ..serve_limits import uvicorn_options
+from ..settings import Settings
+from .common import LoadedConfig, bind_description, bind_host, binds_beyond_loopback, load_config, local_url
+
+logger = logging.getLogger("ampbridge")
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="bind port (default from config: 8317)")
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        help="log level of ampbridge and uvicorn (default: info; debug when the config says debug: true)",
+    )
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, default="text", help="text lines or JSON lines (default: text)"
+    )
+    parser.set_defaults(run=cmd_serve)
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """How ``ampbridge serve`` runs uvicorn (the tests run ampbridge the same way)."""
+    return {
+        "proxy_headers": False,  # the localhost gate must see the real TCP peer
+        "server_header": False,  # a relayed reply keeps the upstream's Server, gains none
+        "ws_max_size": settings.max_body_size,
+        "timeout_graceful_shutdown": 10,
+        # Keep idle client connections well past the few seconds clients keep theirs, so a
+        # client never reuses a connection the server is closing.
+        "timeout_keep_alive": 75,
+        **uvicorn_options(header_timeout=settings.header_timeout, max_connections=settings.max_connections),
+    }
+
+
+def serve_warnings(settings: Settings) -> list[str]:
+    """Start-up warnings about how the server is exposed, each logged once by ``serve``."""
+    host = bind_host(settings)
+    if binds_beyond_loopback(host) and not settings.api_keys:
+        where = bind_description(host, settings.port)
+        return [
+            f"NOT PROTECTED: ampbridge listens on {where}, beyond this machine, and `api-keys` is "
+            "empty: anyone who can reach this port can use your Amp account and provider keys. "
+            "Set `api-keys` (clients then send one), or bind to 127.0.0.1."
+        ]
+    return []
+
+
+def banner(loaded: LoadedConfig) -> dict[str, str]:
+    """What ``serve`` says when it starts, field by field."""
+    settings = loaded.settings
+    return {
+        "listening": bind_description(bind_host(settings), settings.port),
+        "config": str(loaded.path) if loaded.path else "none (defaults and environment)",
+        "amp_upstream": settings.amp_upstream_url or "disabled",
+        "local_providers": ", ".join(p.name for p in settings.providers) or "none",
+        "amp_url": local_url(settings),
+    }
+
+
+def _print_banner(fields: dict[str, str], log_format: str) -> None:
+    if log_format == "json":
+        logger.info("ampbridge listening on %s", fields["listening"], extra=fields)
+        return
+    print(f"ampbridge listening on {fields['listening']}")
+    print(f"  config: {fields['config']}")
+    print(f"  Amp upstream: {fields['amp_upstream']}")
+    print(f"  local providers: {fields['local_providers']}")
+    print(f"  point Amp at it: amp.url = {fields['amp_url']}  (or run: ampbridge setup)", flush=True)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ..standalone import create_app
+
+    overrides = {name: value for name in ("host", "port") if (value := getattr(args, name)) is not None}
+    loaded = load_config(args.config, os.environ, **overrides)
+    settings = loaded.settings
+    # An explicit --log-level wins over the config's `debug: true`.
+    level = args.log_level or ("debug" if settings.debug else "info")
+    configure_logging(level=level, to_file=settings.logging_to_file, log_format=args.log_format)
+    _print_banner(banner(loaded), args.log_format)
+    for warning in serve_warnings(settings):
+        logger.warning(warning)
+    uvicorn.run(
+        create_app(args.config, overrides=overrides, configure_logs=False),
+        host=bind_host(settings),
+        port=settings.port,
+        log_level=level,
+        log_config=None,  # keep the handlers configure_logging installed
+        **server_options(settings),
+    )
+    return 0
