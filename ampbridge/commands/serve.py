@@ -16,6 +16,7 @@ from typing import Any
 from ..logs import LOG_FORMATS, configure_logging
 from ..serve_limits import uvicorn_options
 from ..settings import Settings
+from ..ws_protocol import RefusalAwareWebSocketProtocol
 from .common import LoadedConfig, bind_description, bind_host, binds_beyond_loopback, load_config, local_url
 
 logger = logging.getLogger("ampbridge")
@@ -48,6 +49,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
         # Keep idle client connections well past the few seconds clients keep theirs, so a
         # client never reuses a connection the server is closing.
         "timeout_keep_alive": 75,
+        "ws": RefusalAwareWebSocketProtocol,
         **uvicorn_options(header_timeout=settings.header_timeout, max_connections=settings.max_connections),
     }
 
