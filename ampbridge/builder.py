@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .actor_gate import ActorGate
-from .actors import RoutingTokenSource
+from .actors import RoutingTokenSource, is_loopback_host
 from .backends import LocalBackends
 from .browser_routes import BrowserProxyRewrite, BrowserRedirect
 from .call_watch import CallWatch
@@ -26,6 +26,7 @@ from .cross_site import CrossSiteGate
 from .errors import refuse
 from .fallback import AmpFallback
 from .gzip_unwrap import GzipUnwrap
+from .headers import header_value
 from .http_client import SharedClient
 from .ledger import UsageLedger
 from .localhost import LocalhostOnly
@@ -40,7 +41,7 @@ from .routes import RouteKind, api_path, classify_api, classify_root, is_browser
 from .safe_paths import SafePaths
 from .secrets import AmpSecretsFile, UpstreamKeyResolver, amp_secrets_path, local_urls
 from .settings import ConfigError, Settings
-from .trusted_hosts import HostAllowlist, TrustedHosts
+from .trusted_hosts import HostAllowlist, TrustedHosts, split_host
 from .upstream import AmpUpstream
 
 logger = logging.getLogger("ampbridge")
@@ -264,7 +265,9 @@ def build(
     )
     apps: dict[RouteKind, ASGIApp] = {
         RouteKind.MODEL: models,
-        RouteKind.LOCAL: ClientKeyAuth(local_app, keys=client_keys),
+        RouteKind.LOCAL: KeysBeyondLoopback(
+            ClientKeyAuth(local_app, keys=client_keys), keys_configured=bool(client_keys)
+        ),
         RouteKind.HEALTH: healthz,
         RouteKind.READY: ReadinessEndpoint(services.readiness),
         RouteKind.METRICS: management(ClientKeyAuth(MetricsEndpoint(services.metrics), keys=client_keys)),
@@ -315,6 +318,26 @@ ALL_INTERFACES = frozenset({"", "0.0.0.0", "::"})
 
 def _is_browser_route(path: str) -> bool:
     return is_browser_path(path, None)
+
+
+class KeysBeyondLoopback:
+    """The plain ``/v1`` routes reached through a name other than a loopback one (a tunnel, such
+    as one serving Amp's custom-URL model router) answer only when client keys are configured:
+    without them, anyone who finds the tunnel would spend the provider keys."""
+
+    def __init__(self, app: ASGIApp, *, keys_configured: bool) -> None:
+        self.app = app
+        self.keys_configured = keys_configured
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.keys_configured:
+            host = header_value(scope["headers"], b"host")
+            name = split_host(host.decode("latin-1")) if host else None
+            if name is not None and not is_loopback_host(name):
+                message = f"set api-keys to serve these routes through {name}; clients then send a key"
+                await refuse(scope, receive, send, 401, "unauthorized", message)
+                return
+        await self.app(scope, receive, send)
 
 
 class ReadOnly:

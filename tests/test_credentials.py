@@ -77,3 +77,24 @@ def test_client_key_gate_alone_accepts_each_presentation_and_records_the_key():
 
 def test_client_key_gate_without_keys_lets_everything_through():
     assert call(ClientKeyAuth(_seen_key, keys=[]), "/x").text == "-"
+
+
+def test_plain_routes_through_a_tunnel_name_need_client_keys(backends, bridge):
+    from .conftest import provider_settings
+
+    open_bridge = bridge(provider_settings(backends, allowed_hosts=["tunnel.example.com"]))
+    body = {"model": "gpt-5.4", "messages": []}
+    local = httpx.post(f"{open_bridge.url}/v1/chat/completions", json=body)
+    tunnel = httpx.post(
+        f"{open_bridge.url}/v1/chat/completions", json=body, headers={"Host": "tunnel.example.com"}
+    )
+    assert local.status_code == 200
+    assert tunnel.status_code == 401
+    assert "api-keys" in tunnel.json()["message"]
+    keyed = bridge(provider_settings(backends, allowed_hosts=["tunnel.example.com"], api_keys=["k1"]))
+    through = httpx.post(
+        f"{keyed.url}/v1/chat/completions",
+        json=body,
+        headers={"Host": "tunnel.example.com", "Authorization": "Bearer k1"},
+    )
+    assert through.status_code == 200
