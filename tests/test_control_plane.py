@@ -379,6 +379,24 @@ class TestUpstreamKey:
         settings = Settings(amp_upstream_url=upstream.url, amp_upstream_api_key="from-config")
         assert self.sent_key(upstream, bridge, settings, {"AMP_API_KEY": "from-env"}) == "from-config"
 
+    def test_a_blank_environment_key_falls_through_to_the_secrets_file(
+        self, upstream, bridge, monkeypatch, tmp_path
+    ):
+        self.write_secrets(monkeypatch, tmp_path, json.dumps({f"apiKey@{upstream.url}/": "from-file"}))
+        settings = Settings(amp_upstream_url=upstream.url)
+        assert self.sent_key(upstream, bridge, settings, {"AMP_API_KEY": "   "}) == "from-file"
+
+    def test_keys_are_trimmed_and_empty_entries_ignored(self, upstream, bridge):
+        settings = Settings(
+            amp_upstream_url=upstream.url, amp_upstream_api_key="  from-config  ", api_keys=["", " k1 "]
+        )
+        ampbridge = bridge(settings)
+        response = httpx.post(
+            f"{ampbridge.url}/api/internal?getUserInfo", content=b"{}", headers={"Authorization": "Bearer k1"}
+        )
+        assert response.status_code == 200
+        assert upstream.requests[-1].header("x-api-key") == "from-config"
+
     def test_environment_comes_next(self, upstream, bridge, monkeypatch, tmp_path):
         self.write_secrets(monkeypatch, tmp_path, json.dumps({f"apiKey@{upstream.url}/": "from-file"}))
         settings = Settings(amp_upstream_url=upstream.url)

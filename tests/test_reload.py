@@ -115,3 +115,29 @@ def test_a_stream_in_flight_survives_a_reload(tmp_path, upstream):
             gate.set()
             events = [json.loads(line[5:])["type"] for line in lines if line.startswith("data:")]
     assert events[-1] == "message_stop"
+
+
+def test_a_reload_logs_each_change_once_and_never_a_key(tmp_path, upstream, backends, caplog):
+    config_path = tmp_path / "config.yaml"
+    config = {**base_config(upstream, backends), "amp-upstream-api-key": "sk-old-secret-1"}
+    config["amp-model-mappings"] = [{"from": "a", "to": "claude-opus-4-7"}]
+    write_config(config_path, config)
+    caplog.set_level(logging.INFO, logger="ampbridge")
+    with ServerThread(create_app(config_path, environ={}, configure_logs=False)) as server:
+        assert served_by(server.url, "claude-opus-4-7") == "anthropic-backend"
+        changed = {
+            **config,
+            "amp-upstream-url": upstream.url + "/v2",
+            "amp-upstream-api-key": "sk-new-secret-2",
+            "amp-model-mappings": [*config["amp-model-mappings"], {"from": "b", "to": "claude-opus-4-7"}],
+        }
+        write_config(config_path, changed)
+        assert eventually(lambda: any("configuration reloaded" in r.getMessage() for r in caplog.records))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("configuration changed: ")]
+    assert lines == [
+        f"configuration changed: amp-upstream-url: {upstream.url} -> {upstream.url}/v2",
+        "configuration changed: amp-upstream-api-key: updated",
+        "configuration changed: amp-model-mappings: 1 -> 2",
+    ]
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "sk-old-secret-1" not in text and "sk-new-secret-2" not in text
