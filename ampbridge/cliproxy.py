@@ -163,6 +163,8 @@ def in_effect(key: str, value: Any) -> bool:
     """Whether a setting would have done something in CLIProxyAPI (not off, zero or empty)."""
     if key == "remote-management" and isinstance(value, Mapping):
         return bool(value.get("secret-key"))  # an empty secret key turned the API off
+    if key == "routing" and isinstance(value, Mapping):  # round robin is what ampbridge does
+        return value.get("strategy", "round-robin") != "round-robin" or bool(value.get("session-affinity"))
     if key == "auth-dir":
         return True  # CLIProxyAPI read ~/.cli-proxy-api even when empty
     if isinstance(value, Mapping):

@@ -79,11 +79,15 @@ def test_cliproxyapi_file_is_accepted_and_its_unimplemented_settings_listed_once
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("providers:\n  - name: a\n    type: openai\n    base-url: http://127.0.0.1:1\n    api-kye: k\n",
-         "providers[0].api-kye: unknown key 'api-kye' (did you mean 'api-key'?)"),
-        ("providers:\n  - name: a\n    type: openai\n    base-url: http://127.0.0.1:1\n"
-         "    models: [{name: m, alais: x}]\n",
-         "unknown key 'alais' (did you mean 'alias'?)"),
+        (
+            "providers:\n  - name: a\n    type: openai\n    base-url: http://127.0.0.1:1\n    api-kye: k\n",
+            "providers[0].api-kye: unknown key 'api-kye' (did you mean 'api-key'?)",
+        ),
+        (
+            "providers:\n  - name: a\n    type: openai\n    base-url: http://127.0.0.1:1\n"
+            "    models: [{name: m, alais: x}]\n",
+            "unknown key 'alais' (did you mean 'alias'?)",
+        ),
         ("amp-model-mappings:\n  - from: a\n    too: b\n", "unknown key 'too' (did you mean 'to'?)"),
     ],
 )
