@@ -1,17 +1,20 @@
 """Settings: constructor arguments > ``AMPBRIDGE_*`` environment > YAML file > defaults.
 
 The YAML file accepts the flat keys (``amp-upstream-url``) and CLIProxyAPI's nested ``ampcode:``
-block (``upstream-url``), so an existing CLIProxyAPI ``config.yaml`` works unchanged. Keys this
-model does not know are ignored with one warning. Errors name the key and, for the file, the line.
+block (``upstream-url``), and CLIProxyAPI's provider sections become providers after ampbridge's
+own (``cliproxy.py``), so an existing CLIProxyAPI ``config.yaml`` works unchanged. CLIProxyAPI keys
+ampbridge does not implement are listed once with advice; other unknown top-level keys are
+warned about with a did-you-mean. Errors name the key and, for the file, the line.
 """
 
 from __future__ import annotations
 
-import difflib
+import ipaddress
 import json
 import logging
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -34,6 +38,14 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .cliproxy import (
+    CLIPROXY_KEYS,
+    Imported,
+    ImportedProvider,
+    SectionError,
+    import_sections,
+    unknown_key_message,
+)
 from .credentials import key_problem
 from .http_client import check_proxy_url
 
@@ -136,20 +148,69 @@ class UpstreamKeyMapping(_ConfigModel):
     api_keys: KeyList = Field(min_length=1)
 
 
+ProviderType = Literal["anthropic", "openai", "google", "chatgpt"]
+AuthHeader = Literal["x-api-key", "bearer", "x-goog-api-key"]
+
+# Where a provider is when its entry gives no base-url (openai has no default: say which server).
+DEFAULT_BASE_URLS = {
+    "anthropic": "https://api.anthropic.com",
+    "google": "https://generativelanguage.googleapis.com",
+    "vertex": "https://aiplatform.googleapis.com",
+    "chatgpt": "https://chatgpt.com/backend-api/codex",
+}
+DEFAULT_AUTH_URL = "https://auth.openai.com"
+
+
+class ModelAlias(_ConfigModel):
+    """A model sent to the backend as ``name`` that clients ask for as ``alias`` (empty: the
+    name). Several entries with one alias make a pool, used in turn."""
+
+    name: str = Field(min_length=1)
+    alias: str = ""
+
+    @property
+    def client_name(self) -> str:
+        return self.alias or self.name
+
+
+# A model entry: a name or glob served under its own name, or a name/alias pair.
+ModelEntry = Annotated[str, Field(min_length=1)] | ModelAlias
+
+
 class ProviderConfig(_ConfigModel):
     """A local backend of the standalone app."""
 
     name: str = Field(min_length=1)
-    type: Literal["anthropic", "openai", "google"]
-    base_url: str
+    type: ProviderType
+    base_url: str = ""  # empty: the type's default (DEFAULT_BASE_URLS); openai needs one
     api_key: Key = SecretStr("")
-    models: list[str] | None = None
+    api_keys: KeyList = Field(default_factory=list)  # more keys, used in turn with api-key
+    # How the key is sent; default: x-api-key (anthropic), bearer (openai), x-goog-api-key (google).
+    auth_header: AuthHeader | None = None
+    # type openai: the endpoints it speaks (chat/completions, responses, or both).
+    api_format: Literal["chat-completions", "responses", "both"] = "both"
+    # type google: Gemini API paths, or Vertex-style publishers/google/models paths.
+    path_style: Literal["gemini", "vertex"] = "gemini"
+    # Whether base-url already ends in the API version (requests add only /chat/completions,
+    # /responses...). Default: when it ends in /v1 (openai, chatgpt), else no.
+    base_url_includes_version: bool | None = None
+    models: list[ModelEntry] | None = None
+    excluded_models: list[str] = Field(default_factory=list)  # names or globs never served
+    prefix: str = ""  # models are also addressed as "{prefix}/{model}"
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     proxy_url: str = ""  # overrides the global proxy-url for this backend ("direct": none)
+    # type chatgpt: which stored logins to use (None: all), and OpenAI's auth server.
+    accounts: list[str] | None = None
+    auth_url: str = DEFAULT_AUTH_URL
 
     @field_validator("base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
+        return _validate_base_url(value, allow_empty=True)
+
+    @field_validator("auth_url")
+    @classmethod
+    def _check_auth_url(cls, value: str) -> str:
         return _validate_base_url(value, allow_empty=False)
 
     @field_validator("proxy_url")
@@ -157,13 +218,51 @@ class ProviderConfig(_ConfigModel):
     def _check_proxy_url(cls, value: str) -> str:
         return check_proxy_url(value)
 
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        value = value.strip().strip("/")
+        if "/" in value:
+            raise ValueError(f"a prefix is one path segment, without '/' inside: {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_type_keys(self) -> ProviderConfig:
+        only_for = {
+            "api_format": ("openai",),
+            "path_style": ("google",),
+            "accounts": ("chatgpt",),
+            "auth_url": ("chatgpt",),
+            "api_key": ("anthropic", "openai", "google"),
+            "api_keys": ("anthropic", "openai", "google"),
+            "auth_header": ("anthropic", "openai", "google"),
+        }
+        for field_name, types in only_for.items():
+            if field_name in self.model_fields_set and self.type not in types:
+                key = _kebab(field_name)
+                raise ValueError(f"{key} does not apply to type {self.type} (only to {', '.join(types)})")
+        if self.base_url:
+            return self
+        default = DEFAULT_BASE_URLS.get("vertex" if self.path_style == "vertex" else self.type)
+        if default is None:
+            raise ValueError(
+                f"type {self.type} needs a base-url (the server's root, e.g. https://api.openai.com/v1)"
+            )
+        return self.model_copy(update={"base_url": default})
+
+    @property
+    def keys(self) -> list[str]:
+        """``api-key`` and ``api-keys``, in that order, each once."""
+        keys = [key.get_secret_value() for key in (self.api_key, *self.api_keys)]
+        return list(dict.fromkeys(key for key in keys if key))
+
 
 class Settings(BaseSettings):
     """Every setting of ampbridge. Secrets are ``SecretStr``: no repr or log shows them."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # "": every interface, IPv4 and IPv6 (as in CLIProxyAPI)
     port: int = Field(8317, ge=0, le=65535)
     debug: bool = False
     logging_to_file: bool = False
@@ -216,9 +315,53 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, EnvironmentSource(settings_cls, os.environ)
 
+    # What the config file held besides the settings: the CLIProxyAPI sections it was read
+    # from, and its warnings (set by ``settings_from``; empty for settings built directly).
+    _imported: Imported = PrivateAttr(default_factory=Imported)
+    _file_warnings: tuple[str, ...] = PrivateAttr(default=())
+
     @property
     def client_keys(self) -> frozenset[str]:
         return frozenset(key.get_secret_value() for key in self.api_keys)
+
+    @property
+    def bind_host(self) -> str:
+        """What to give uvicorn as ``host``. ``""`` stays ``""``: asyncio then opens one socket
+        per address family on every interface (IPv4 and IPv6), the dual-stack bind CLIProxyAPI
+        made; ``"::"`` would be IPv6 only (asyncio sets IPV6_V6ONLY) and ``"0.0.0.0"`` IPv4 only.
+        ``[::1]`` is unbracketed."""
+        host = self.host.strip()
+        return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+    @property
+    def bind_description(self) -> str:
+        """The bind address for a banner: ``every interface (0.0.0.0 and [::])`` for ``""``."""
+        host = self.bind_host
+        if not host:
+            return f"every interface (0.0.0.0:{self.port} and [::]:{self.port})"
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    @property
+    def binds_beyond_loopback(self) -> bool:
+        """Whether other machines may reach the server (any bind but 127.0.0.0/8, ::1, localhost)."""
+        host = self.bind_host
+        if host.lower() == "localhost":
+            return False
+        try:
+            return not ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return True  # "", a hostname, or an interface name: assume reachable
+
+    @property
+    def imported(self) -> Imported:
+        """The CLIProxyAPI sections read from the config file: which provider came from which
+        entry, entries skipped, top-level keys not taken."""
+        return self._imported
+
+    @property
+    def file_warnings(self) -> tuple[str, ...]:
+        """Warnings about the config file (keys not taken, unknown keys, skipped entries)."""
+        return self._file_warnings
 
 
 FLAT_KEYS = {_kebab(name): name for name in Settings.model_fields}
@@ -266,7 +409,8 @@ class ConfigDocument:
     values: dict[str, Any] = field(default_factory=dict)
     key_paths: dict[str, tuple[str, ...]] = field(default_factory=dict)  # field -> YAML path
     lines: dict[tuple[Any, ...], int] = field(default_factory=dict)  # YAML path -> line
-    unknown_keys: tuple[str, ...] = ()
+    imported: Imported = field(default_factory=Imported)  # the CLIProxyAPI sections
+    unknown_keys: tuple[str, ...] = ()  # neither ampbridge's nor CLIProxyAPI's
 
     def locate(self, loc: tuple[Any, ...]) -> str:
         """``file:line: yaml.key[0].sub`` for a validation error location."""
@@ -328,8 +472,12 @@ def read_config_file(path: Path) -> ConfigDocument:
         if key in FLAT_KEYS:
             values[FLAT_KEYS[key]] = value
             key_paths[FLAT_KEYS[key]] = (key,)
-        elif key != NESTED_BLOCK:
+        elif key != NESTED_BLOCK and key not in CLIPROXY_KEYS:
             unknown.append(str(key))
+    try:
+        imported = import_sections(data)
+    except SectionError as error:
+        raise ConfigError(f"{path}:{lines.get(error.path, '?')}: {_dotted(error.path)}: {error}") from None
     nested = data.get(NESTED_BLOCK)
     if nested is not None and not isinstance(nested, dict):
         raise ConfigError(f"{path}:{lines.get((NESTED_BLOCK,), '?')}: {NESTED_BLOCK} must be a mapping")
@@ -346,7 +494,7 @@ def read_config_file(path: Path) -> ConfigDocument:
             )
         values.setdefault(name, value)
         key_paths.setdefault(name, (NESTED_BLOCK, key))
-    return ConfigDocument(path, values, key_paths, lines, tuple(unknown))
+    return ConfigDocument(path, values, key_paths, lines, imported, tuple(unknown))
 
 
 class ConfigFileSource(PydanticBaseSettingsSource):
@@ -386,20 +534,23 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     **overrides: Any,
 ) -> Settings:
-    """Build settings from arguments, the environment and the config file, or raise ConfigError."""
+    """Build settings from arguments, the environment and the config file, or raise ConfigError.
+    The file's warnings are logged once per process (``warn_once``), however often it is read."""
     environ = os.environ if environ is None else environ
     path = find_config_file(config_path, environ)
     document = read_config_file(path) if path else ConfigDocument()
-    if document.unknown_keys:
-        logger.warning("%s: ignoring keys ampbridge does not use: %s", path, ", ".join(document.unknown_keys))
-    return settings_from(document, environ=environ, **overrides)
+    settings = settings_from(document, environ=environ, **overrides)
+    for message in settings.file_warnings:
+        warn_once(message)
+    return settings
 
 
 def settings_from(
     document: ConfigDocument, *, environ: Mapping[str, str] | None = None, **overrides: Any
 ) -> Settings:
-    """Settings with ``document`` as the file layer (below the environment and ``overrides``)."""
-    environ = os.environ if environ is None else environ
+    """Settings with ``document`` as the file layer (below the environment and ``overrides``);
+    the providers read from its CLIProxyAPI sections come after the ``providers`` setting."""
+    source_environ: Mapping[str, str] = os.environ if environ is None else environ
 
     class FileBackedSettings(Settings):
         @classmethod
@@ -413,14 +564,102 @@ def settings_from(
         ) -> tuple[PydanticBaseSettingsSource, ...]:
             return (
                 init_settings,
-                EnvironmentSource(settings_cls, environ),
+                EnvironmentSource(settings_cls, source_environ),
                 ConfigFileSource(settings_cls, document),
             )
 
     try:
-        return FileBackedSettings(**overrides)
+        settings: Settings = FileBackedSettings(**overrides)
     except ValidationError as error:
-        raise ConfigError(_describe(error, document, overrides, environ)) from None
+        raise ConfigError(_describe(error, document, overrides, source_environ)) from None
+    imported = [_imported_provider(document, provider) for provider in document.imported.providers]
+    if imported:
+        settings = settings.model_copy(update={"providers": [*settings.providers, *imported]})
+    settings._imported = document.imported
+    settings._file_warnings = _file_warnings(document)
+    return settings
+
+
+def _imported_provider(document: ConfigDocument, provider: ImportedProvider) -> ProviderConfig:
+    try:
+        return ProviderConfig.model_validate(provider.entry)
+    except ValidationError as error:
+        source = provider.sources[0]
+        problems = []
+        for item in error.errors():
+            key = item["loc"][0] if item["loc"] else None
+            yaml_path = (*source, key) if (*source, key) in document.lines else source
+            where = f"{document.path}:{document.lines.get(yaml_path, '?')}: {_dotted(yaml_path)}"
+            problems.append(f"{where}: {item['msg']}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+
+
+def _file_warnings(document: ConfigDocument) -> tuple[str, ...]:
+    """One text per problem: unknown keys (with a did-you-mean), the CLIProxyAPI settings that
+    are in effect but not implemented (with advice), entries skipped, values discarded."""
+    path, imported = document.path, document.imported
+    known = sorted({*FLAT_KEYS, NESTED_BLOCK, *CLIPROXY_KEYS})
+    warnings = []
+    for key in document.unknown_keys:
+        if key.startswith(f"{NESTED_BLOCK}."):
+            message = unknown_key_message(key.partition(".")[2], list(NESTED_KEYS))
+            key_path: tuple[Any, ...] = (NESTED_BLOCK, key.partition(".")[2])
+            warnings.append(f"{path}:{document.lines.get(key_path, '?')}: {NESTED_BLOCK}: {message}; ignored")
+        else:
+            message = unknown_key_message(key, known)
+            warnings.append(f"{path}:{document.lines.get((key,), '?')}: {message}; ignored")
+    not_implemented = [item for item in imported.not_taken if item.in_effect]
+    if not_implemented:
+        lines = "".join(f"\n  {item.key}: {item.advice}" for item in not_implemented)
+        warnings.append(f"{path}: CLIProxyAPI settings ampbridge does not implement (ignored):{lines}")
+    if imported.skipped:
+        lines = "".join(f"\n  {label}: {why}" for label, why in imported.skipped)
+        warnings.append(f"{path}: CLIProxyAPI entries not served:{lines}")
+    warnings.extend(f"{path}: {problem}" for problem in imported.problems)
+    return tuple(warnings)
+
+
+def startup_warnings(settings: Settings) -> list[str]:
+    """Every warning ``ampbridge serve`` gives at start-up: the config file's, and binding beyond
+    loopback without client keys. Log each with ``warn_once`` (the file's are logged already by
+    ``load_settings``; ``warn_once`` skips them)."""
+    warnings = list(settings.file_warnings)
+    if settings.binds_beyond_loopback and not settings.api_keys:
+        warnings.append(
+            f"LISTENING ON {settings.bind_description.upper()} WITHOUT api-keys: anyone who can reach "
+            "this port can use your model keys and Amp account. Set api-keys, or host: 127.0.0.1."
+        )
+    return warnings
+
+
+class OnceOnly:
+    """Remembers which messages were given, so each is given once; the oldest are forgotten
+    past ``limit`` (a process that reloads its config for months keeps a bounded set)."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit = limit
+        self.given: OrderedDict[str, None] = OrderedDict()
+
+    def first_time(self, message: str) -> bool:
+        if message in self.given:
+            self.given.move_to_end(message)
+            return False
+        self.given[message] = None
+        if len(self.given) > self.limit:
+            self.given.popitem(last=False)
+        return True
+
+
+_WARNED = OnceOnly()
+
+
+def warn_once(message: str, *, log: logging.Logger = logger, once: OnceOnly = _WARNED) -> bool:
+    """Log ``message`` as a warning unless this process already did; True when logged.
+    (``ampbridge serve`` reads the config for its banner and again when the app starts.)"""
+    if not once.first_time(message):
+        return False
+    log.warning("%s", message)
+    return True
 
 
 def _describe(
@@ -440,23 +679,19 @@ def _describe(
             where = name
         message = item["msg"]
         if item["type"] == "extra_forbidden" and loc:
-            message = unknown_key_message(str(loc[-1]), _entry_keys(name))
+            message = unknown_key_message(str(loc[-1]), _entry_keys(tuple(loc)))
         problems.append(f"{where}: {message}")
     return "invalid configuration:\n  " + "\n  ".join(problems)
 
 
-def _entry_keys(field_name: str) -> list[str]:
-    """The keys an entry of list setting ``field_name`` may have."""
-    entry = {
+def _entry_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the entry at validation location ``loc`` may have."""
+    entries: dict[str, type[_ConfigModel]] = {
         "providers": ProviderConfig,
         "amp_model_mappings": ModelMapping,
         "amp_upstream_api_keys": UpstreamKeyMapping,
-    }.get(field_name)
+    }
+    entry = entries.get(str(loc[0]))
+    if entry is ProviderConfig and "models" in loc:
+        entry = ModelAlias
     return entry.known_keys() if entry else list(FLAT_KEYS)
-
-
-def unknown_key_message(key: str, known: list[str]) -> str:
-    """``unknown key 'api-kye' (did you mean 'api-key'?)``."""
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(known)})"
-    return f"unknown key '{key}'{hint}"

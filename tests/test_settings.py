@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 import textwrap
 
 import pytest
 
 from ampbridge.secrets import UpstreamKeyResolver
-from ampbridge.settings import ConfigError, load_settings
+from ampbridge.settings import ConfigError, OnceOnly, load_settings, startup_warnings, warn_once
 
 CLIPROXYAPI_CONFIG = """\
 port: 8317
@@ -53,10 +55,11 @@ def test_defaults_without_any_file():
     assert settings.max_body_size == 64 * 1024 * 1024
 
 
-def test_cliproxyapi_file_is_accepted_and_unknown_keys_only_warned(tmp_path, caplog):
+def test_cliproxyapi_file_is_accepted_and_its_unimplemented_settings_listed_once(tmp_path, caplog):
     path = write(tmp_path, CLIPROXYAPI_CONFIG)
     with caplog.at_level(logging.WARNING, logger="ampbridge.settings"):
         settings = load_settings(path)
+        load_settings(path)  # ampbridge serve reads it twice: banner, then the app
     assert settings.amp_upstream_url == "http://127.0.0.1:9"
     assert settings.amp_upstream_api_key.get_secret_value() == "amp-key-from-ampcode-block"
     assert [(m.source, m.target, m.regex) for m in settings.amp_model_mappings] == [
@@ -65,9 +68,104 @@ def test_cliproxyapi_file_is_accepted_and_unknown_keys_only_warned(tmp_path, cap
     ]
     assert settings.amp_force_model_mappings is True
     assert settings.client_keys == frozenset({"client-key-1"})
+    assert [p.name for p in settings.providers] == ["gemini-api-key[1]"]
     (warning,) = [r.getMessage() for r in caplog.records]
-    for key in ("auth-dir", "remote-management", "request-retry", "quota-exceeded", "gemini-api-key"):
-        assert key in warning
+    for key in ("auth-dir", "request-retry", "quota-exceeded"):
+        assert f"\n  {key}: " in warning
+    # off there too (an empty secret key disabled the management API): nothing to say
+    assert "remote-management" not in warning
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "providers:\n  - name: a\n    type: openai\n    base-url: http://127.0.0.1:1\n    api-kye: k\n",
+            "providers[0].api-kye: unknown key 'api-kye' (did you mean 'api-key'?)",
+        ),
+        (
+            "providers:\n  - name: a\n    type: openai\n    base-url: http://127.0.0.1:1\n"
+            "    models: [{name: m, alais: x}]\n",
+            "unknown key 'alais' (did you mean 'alias'?)",
+        ),
+        ("amp-model-mappings:\n  - from: a\n    too: b\n", "unknown key 'too' (did you mean 'to'?)"),
+    ],
+)
+def test_unknown_keys_in_entries_stop_startup_with_a_suggestion(tmp_path, text, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_settings(path)
+    assert expected in str(error.value)
+
+
+def test_unknown_top_level_keys_get_a_suggestion_once(tmp_path, caplog):
+    path = write(tmp_path, "port: 1\napi-kyes: [k]\nclaude-api-keys: []\nampcode:\n  upstream-ulr: x\n")
+    with caplog.at_level(logging.WARNING, logger="ampbridge.settings"):
+        load_settings(path)
+        load_settings(path)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}:2: unknown key 'api-kyes' (did you mean 'api-keys'?); ignored",
+        f"{path}:3: unknown key 'claude-api-keys' (did you mean 'claude-api-key'?); ignored",
+        f"{path}:5: ampcode: unknown key 'upstream-ulr' (did you mean 'upstream-url'?); ignored",
+    ]
+
+
+def test_list_in_an_environment_variable_that_is_not_json_names_it(monkeypatch):
+    monkeypatch.setenv("AMPBRIDGE_API_KEYS", "k1,k2")
+    with pytest.raises(ConfigError, match="environment AMPBRIDGE_API_KEYS: not valid JSON"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("host", "bind", "beyond"),
+    [
+        ("", "", True),
+        ("127.0.0.1", "127.0.0.1", False),
+        ("127.0.0.2", "127.0.0.2", False),
+        ("localhost", "localhost", False),
+        ("[::1]", "::1", False),
+        ("0.0.0.0", "0.0.0.0", True),
+        ("192.168.1.5", "192.168.1.5", True),
+    ],
+)
+def test_bind_host(tmp_path, host, bind, beyond):
+    settings = load_settings(write(tmp_path, f'host: "{host}"\n'))
+    assert settings.host == host
+    assert (settings.bind_host, settings.binds_beyond_loopback) == (bind, beyond)
+
+
+def test_all_interfaces_without_client_keys_warns_loudly(tmp_path):
+    bare = load_settings(write(tmp_path, 'host: ""\nport: 8317\n'))
+    (warning,) = startup_warnings(bare)
+    assert "(0.0.0.0:8317 AND [::]:8317) WITHOUT API-KEYS" in warning.upper()
+    assert startup_warnings(load_settings(write(tmp_path, 'host: ""\napi-keys: [k]\n'))) == []
+    assert startup_warnings(load_settings(write(tmp_path, "host: 127.0.0.1\n"))) == []
+
+
+def test_all_interfaces_really_means_ipv4_and_ipv6(tmp_path):
+    """uvicorn gets ``bind_host``; asyncio binds every address family for "" (dual stack)."""
+    settings = load_settings(write(tmp_path, 'host: ""\nport: 0\n'))
+
+    async def families() -> set[int]:
+        server = await asyncio.get_running_loop().create_server(
+            asyncio.Protocol, host=settings.bind_host, port=settings.port
+        )
+        try:
+            return {sock.family for sock in server.sockets}
+        finally:
+            server.close()
+
+    expected = {socket.AF_INET, socket.AF_INET6} if socket.has_ipv6 else {socket.AF_INET}
+    assert asyncio.run(families()) == expected
+
+
+def test_warn_once_forgets_the_least_recent_past_its_limit(caplog):
+    once = OnceOnly(limit=2)
+    with caplog.at_level(logging.WARNING, logger="ampbridge.settings"):
+        results = [warn_once(m, once=once) for m in ("a", "b", "a", "c", "b", "a")]
+    # "a" was seen again before "c" came, so "b" was the one forgotten
+    assert results == [True, True, False, True, True, True]
+    assert [r.getMessage() for r in caplog.records] == ["a", "b", "c", "b", "a"]
 
 
 def test_flat_keys_from_the_guide(tmp_path):
