@@ -335,11 +335,16 @@ class Settings(BaseSettings):
 
     @property
     def bind_description(self) -> str:
-        """The bind address for a banner: ``every interface (0.0.0.0 and [::])`` for ``""``."""
-        host = self.bind_host
+        """The real bind address as a user reads it: ``http://0.0.0.0:8317 (all IPv4 interfaces)``."""
+        host, port = self.bind_host, self.port
         if not host:
-            return f"every interface (0.0.0.0:{self.port} and [::]:{self.port})"
-        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+            return f"port {port} on all interfaces (IPv4 and IPv6)"
+        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        if host == "0.0.0.0":
+            return f"{url} (all IPv4 interfaces)"
+        if host == "::":
+            return f"{url} (all interfaces)"
+        return url
 
     @property
     def binds_beyond_loopback(self) -> bool:
@@ -626,8 +631,9 @@ def startup_warnings(settings: Settings) -> list[str]:
     warnings = list(settings.file_warnings)
     if settings.binds_beyond_loopback and not settings.api_keys:
         warnings.append(
-            f"LISTENING ON {settings.bind_description.upper()} WITHOUT api-keys: anyone who can reach "
-            "this port can use your model keys and Amp account. Set api-keys, or host: 127.0.0.1."
+            f"NOT PROTECTED: ampbridge listens on {settings.bind_description}, beyond this machine, "
+            "and `api-keys` is empty: anyone who can reach this port can use your Amp account and "
+            "provider keys. Set `api-keys` (clients then send one), or bind to 127.0.0.1."
         )
     return warnings
 

@@ -7,7 +7,6 @@ lets the app log it once when it starts, and ``check`` prints the keys itself.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,37 +35,9 @@ def load_config(
     return LoadedConfig(settings_from(document, environ=environ, **overrides), path, document.unknown_keys)
 
 
-def bind_host(settings: Settings) -> str:
-    """The address ``serve`` binds (``""``: all interfaces, as CLIProxyAPI meant it)."""
-    return settings.host
-
-
-def binds_beyond_loopback(host: str) -> bool:
-    """Whether other machines may reach a server bound to ``host``."""
-    if host == "localhost":
-        return False
-    try:
-        return not ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return True  # all interfaces (""), or a name that may resolve anywhere
-
-
-def bind_description(host: str, port: int) -> str:
-    """The real bind address as a user reads it: ``http://0.0.0.0:8317 (all IPv4 interfaces)``."""
-    if host == "":
-        return f"port {port} on all interfaces (IPv4 and IPv6)"
-    shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{port}"
-    if host == "0.0.0.0":
-        return f"{url} (all IPv4 interfaces)"
-    if host == "::":
-        return f"{url} (all interfaces)"
-    return url
-
-
 def local_url(settings: Settings) -> str:
     """The URL Amp on this machine should use (``localhost`` when every interface is bound)."""
-    host = bind_host(settings)
+    host = settings.bind_host
     if host in ALL_INTERFACES:
         host = "localhost"
     elif ":" in host:

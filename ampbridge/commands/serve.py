@@ -15,9 +15,9 @@ from typing import Any
 
 from ..logs import LOG_FORMATS, configure_logging
 from ..serve_limits import uvicorn_options
-from ..settings import Settings
+from ..settings import Settings, startup_warnings, warn_once
 from ..ws_protocol import RefusalAwareWebSocketProtocol
-from .common import LoadedConfig, bind_description, bind_host, binds_beyond_loopback, load_config, local_url
+from .common import LoadedConfig, load_config, local_url
 
 logger = logging.getLogger("ampbridge")
 
@@ -54,24 +54,11 @@ def server_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def serve_warnings(settings: Settings) -> list[str]:
-    """Start-up warnings about how the server is exposed, each logged once by ``serve``."""
-    host = bind_host(settings)
-    if binds_beyond_loopback(host) and not settings.api_keys:
-        where = bind_description(host, settings.port)
-        return [
-            f"NOT PROTECTED: ampbridge listens on {where}, beyond this machine, and `api-keys` is "
-            "empty: anyone who can reach this port can use your Amp account and provider keys. "
-            "Set `api-keys` (clients then send one), or bind to 127.0.0.1."
-        ]
-    return []
-
-
 def banner(loaded: LoadedConfig) -> dict[str, str]:
     """What ``serve`` says when it starts, field by field."""
     settings = loaded.settings
     return {
-        "listening": bind_description(bind_host(settings), settings.port),
+        "listening": settings.bind_description,
         "config": str(loaded.path) if loaded.path else "none (defaults and environment)",
         "amp_upstream": settings.amp_upstream_url or "disabled",
         "local_providers": ", ".join(p.name for p in settings.providers) or "none",
@@ -102,11 +89,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     level = args.log_level or ("debug" if settings.debug else "info")
     configure_logging(level=level, to_file=settings.logging_to_file, log_format=args.log_format)
     _print_banner(banner(loaded), args.log_format)
-    for warning in serve_warnings(settings):
-        logger.warning(warning)
+    for warning in startup_warnings(settings):
+        warn_once(warning)
     uvicorn.run(
         create_app(args.config, overrides=overrides, configure_logs=False),
-        host=bind_host(settings),
+        host=settings.bind_host,
         port=settings.port,
         log_level=level,
         log_config=None,  # keep the handlers configure_logging installed
