@@ -123,7 +123,12 @@ def chat_reply(body: dict[str, Any], turn: Turn) -> tuple[dict[str, Any] | None,
 
     events = [chunk({"role": "assistant", "content": ""})]
     if turn.tool:
-        head = {"index": 0, "id": "call_1", "type": "function", "function": {"name": turn.tool, "arguments": ""}}
+        head = {
+            "index": 0,
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": turn.tool, "arguments": ""},
+        }
         events.append(chunk({"tool_calls": [head]}))
         for piece in _pieces(arguments):
             events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
@@ -170,7 +175,9 @@ def anthropic_problem(body: dict[str, Any], headers: Recorded) -> str | None:
                     return f"messages.{index}: tool_use needs an id and an input object"
                 tool_ids.add(block["id"])
             elif kind == "tool_result" and block.get("tool_use_id") not in tool_ids:
-                return f"messages.{index}: tool_result block(s) provided when previous message has no tool_use"
+                return (
+                    f"messages.{index}: tool_result block(s) provided when previous message has no tool_use"
+                )
             elif kind == "text" and not isinstance(block.get("text"), str):
                 return f"messages.{index}: text blocks need text"
     for tool in body.get("tools") or []:
@@ -201,7 +208,13 @@ def anthropic_reply(body: dict[str, Any], turn: Turn) -> tuple[dict[str, Any] | 
     message = {"id": "msg_1", "type": "message", "role": "assistant", "model": model}
     if not body.get("stream"):
         usage = {"input_tokens": 10, "output_tokens": 5}
-        return {**message, "content": [block], "stop_reason": reason, "stop_sequence": None, "usage": usage}, []
+        return {
+            **message,
+            "content": [block],
+            "stop_reason": reason,
+            "stop_sequence": None,
+            "usage": usage,
+        }, []
     start = {**message, "content": [], "stop_reason": None, "stop_sequence": None}
     start["usage"] = {"input_tokens": 10, "output_tokens": 1}
     events = [_sse({"type": "message_start", "message": start}, "message_start")]
@@ -226,7 +239,9 @@ def anthropic_reply(body: dict[str, Any], turn: Turn) -> tuple[dict[str, Any] | 
 
 
 def anthropic_error(message: str) -> bytes:
-    return json.dumps({"type": "error", "error": {"type": "invalid_request_error", "message": message}}).encode()
+    return json.dumps(
+        {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+    ).encode()
 
 
 # --- Gemini ----------------------------------------------------------------------------------
@@ -263,7 +278,11 @@ def gemini_turn(body: dict[str, Any]) -> Turn:
     result = None
     if responses:
         answer = responses[0].get("response")
-        result = answer.get("result", answer.get("output", json.dumps(answer))) if isinstance(answer, dict) else str(answer)
+        result = (
+            answer.get("result", answer.get("output", json.dumps(answer)))
+            if isinstance(answer, dict)
+            else str(answer)
+        )
         result = result if isinstance(result, str) else json.dumps(result)
     names = [d["name"] for t in body.get("tools") or [] for d in t.get("functionDeclarations") or []]
     return _turn(names, result, "gemini")
@@ -300,8 +319,9 @@ def gemini_error(message: str) -> bytes:
 # --- the servers -----------------------------------------------------------------------------
 
 
-def conversation_backend(api: str, models: list[str]) -> RecordingServer:
-    """A fake of ``api`` (``anthropic``, ``chat`` or ``gemini``) that serves ``models``."""
+def conversation_backend(api: str, models: list[str], *, tool_case: Any = str) -> RecordingServer:
+    """A fake of ``api`` (``anthropic``, ``chat`` or ``gemini``) that serves ``models``.
+    ``tool_case`` spells the tool name it calls (``str.lower``: as some local models do)."""
     server = RecordingServer(f"{api}-conversations")
 
     async def handle(scope: Scope, receive: Receive, send: Send, rec: Recorded) -> None:
@@ -326,16 +346,18 @@ def conversation_backend(api: str, models: list[str]) -> RecordingServer:
         if problem is not None:
             await respond(send, 400, error(problem))
             return
+        turn = {"anthropic": anthropic_turn, "chat": chat_turn, "gemini": gemini_turn}[api](body)
+        turn.tool = tool_case(turn.tool) if turn.tool else None
         if api == "anthropic":
-            whole, events = anthropic_reply(body, anthropic_turn(body))
+            whole, events = anthropic_reply(body, turn)
         elif api == "chat":
-            whole, events = chat_reply(body, chat_turn(body))
+            whole, events = chat_reply(body, turn)
         else:
             streamed = rec.path.endswith(":streamGenerateContent")
             if streamed and rec.query != b"alt=sse":
                 await respond(send, 400, error("this fake streams only as SSE (alt=sse)"))
                 return
-            whole, events = gemini_reply(model, streamed, gemini_turn(body))
+            whole, events = gemini_reply(model, streamed, turn)
         if whole is not None:
             await respond(send, 200, json.dumps(whole).encode())
         else:
