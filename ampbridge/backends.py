@@ -1,16 +1,22 @@
-"""Local backends of the standalone app (SPEC §5): servers that speak a wire format.
+"""Local backends of the standalone app (SPEC §5, §14, §15): servers that speak a wire format.
 
 ``LocalBackends`` is an ASGI app serving the standard paths (``/v1/messages``,
-``/v1/chat/completions``, ``/v1beta/models/{model}:{action}``, the model lists...). Each model
-call goes to the first backend of the path's wire format that serves the model, at the same path
-under its ``base-url``, with the client's credentials replaced by the backend's own. Backends
-configured without ``models`` are asked for their model list, which is cached and refreshed.
+``/v1/chat/completions``, ``/v1beta/models/{model}:{action}``, the model lists...). A model call
+goes to the first backend that serves the model and speaks the call's own endpoint, with the
+bytes unchanged; else to the first that serves it in another dialect, through the translator
+(``translating_exchange``). HTTP backends get the standard path under their ``base-url``, with
+the client's credentials replaced by the backend's own; a ``type: chatgpt`` provider is served by
+its ``ChatGPTBackend``. Backends configured without ``models`` are asked for their model list,
+which is cached and refreshed.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import anyio
 from starlette.responses import JSONResponse
@@ -18,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from . import scope_keys
 from .backend import Backend
+from .chatgpt_provider import ChatGPTProvider, is_chatgpt
 from .errors import refuse
 from .fallback import replay
 from .headers import header_value, scrub_request_headers
@@ -25,18 +32,60 @@ from .http_client import SharedClient
 from .models import WireFormat, describe_model, split_thinking_suffix
 from .provider_alias import ProviderCall, route_path
 from .proxy import Exchange
-from .request_body import read_request_body
-from .routes import ApiRoute, CallKind, match_plain_path
-from .settings import ProviderConfig
+from .request_body import RequestBody, read_request_body
+from .rewrite import ResponseFixer, call_with_fixes
+from .routes import ApiRoute, CallKind, Endpoint, dialect_of, match_plain_path, with_path_model
+from .settings import ConfigError, ProviderConfig
+from .translate import Dialect
+from .translating_exchange import (
+    DIALECT_ENDPOINT,
+    GEMINI_CONVERSATION_ACTIONS,
+    Relay,
+    TranslatedCall,
+    client_streams,
+    gemini_wants_sse,
+)
+from .translating_exchange import run as run_translated
 from .vendor_errors import send_vendor_error
 
 logger = logging.getLogger("ampbridge.backends")
 
+AnyBackend = Backend | ChatGPTProvider
+# The dialects a backend of each wire format may be called in, the first preferred when the
+# call must be translated anyway (local model servers speak Chat Completions far more often).
+_FORMAT_DIALECTS = {
+    WireFormat.ANTHROPIC: (Dialect.ANTHROPIC,),
+    WireFormat.GOOGLE: (Dialect.GEMINI,),
+    WireFormat.OPENAI: (Dialect.CHAT, Dialect.RESPONSES),
+}
+TOKEN_COUNT_ACTIONS = frozenset({"countTokens"})
+BYTES_PER_TOKEN = 4  # the usual rough ratio for English text and JSON
 
+
+@dataclass(frozen=True, slots=True)
+class ServePlan:
+    """Who serves a call, and in which dialect: ``target`` None means the call's own, bytes
+    unchanged; otherwise the call is translated to ``target`` and its reply back."""
+
+    backend: AnyBackend
+    target: Dialect | None
+
+    @property
+    def translated(self) -> bool:
+        return self.target is not None
+
+
+def spoken_dialects(backend: AnyBackend) -> list[Dialect]:
+    """The conversation dialects ``backend`` can be called in, preferred first."""
+    return [d for d in _FORMAT_DIALECTS[backend.wire_format] if backend.speaks(DIALECT_ENDPOINT[d])]
 
 
 class LocalBackends:
-    """The standalone app's local model server, built from the configured providers."""
+    """The standalone app's local model server, built from the configured providers.
+
+    ``data_dir`` is ampbridge's data folder (where ``ampbridge login chatgpt`` keeps logins); it
+    is needed only when a ``type: chatgpt`` provider is configured.
+    """
 
     def __init__(
         self,
@@ -45,23 +94,58 @@ class LocalBackends:
         client: SharedClient,
         max_body_size: int,
         proxy_url: str = "",
+        data_dir: Path | None = None,
     ) -> None:
-        self.backends = [Backend(config, default_proxy_url=proxy_url) for config in providers]
+        self.backends: list[AnyBackend] = []
+        for config in providers:
+            if is_chatgpt(config):
+                if data_dir is None:
+                    raise ConfigError(f"provider {config.name!r}: type chatgpt needs ampbridge's data folder")
+                provider = ChatGPTProvider(
+                    config,
+                    client=client,
+                    data_dir=data_dir,
+                    max_body_size=max_body_size,
+                    default_proxy_url=proxy_url,
+                )
+                self.backends.append(provider)
+            else:
+                self.backends.append(Backend(config, default_proxy_url=proxy_url))
         self.shared = client
         self.max_body_size = max_body_size
 
-    def serves(self, model: str, wire_format: WireFormat) -> bool:
-        return self.backend_for(model, wire_format) is not None
+    # --- which backend serves a call -----------------------------------------------------
 
-    def backend_for(self, model: str, wire_format: WireFormat) -> Backend | None:
+    def serves(self, model: str, wire_format: WireFormat) -> bool:
+        """Whether some backend serves ``model``: in ``wire_format`` itself or through the
+        translator (so any backend that serves it in a dialect it speaks)."""
         base, _ = split_thinking_suffix(model)
-        for backend in self.backends:
-            if backend.wire_format is wire_format and backend.serves(base):
-                return backend
+        return any(backend.serves(base) and spoken_dialects(backend) for backend in self.backends)
+
+    def plan(
+        self, model: str, wire_format: WireFormat, endpoint: Endpoint, action: str | None = None
+    ) -> ServePlan | None:
+        """Which backend serves ``model`` for a call of ``wire_format`` / ``endpoint``: one that
+        speaks the call's own endpoint (bytes unchanged), else one reached by translation
+        (backends of the call's wire format first). None when no backend can serve it so."""
+        base, _ = split_thinking_suffix(model)
+        serving = sorted(
+            (b for b in self.backends if b.serves(base)), key=lambda b: b.wire_format is not wire_format
+        )
+        for backend in serving:
+            if backend.wire_format is wire_format and backend.speaks(endpoint):
+                return ServePlan(backend, None)
+        source = dialect_of(wire_format, endpoint)
+        if source is None or (source is Dialect.GEMINI and action not in GEMINI_CONVERSATION_ACTIONS):
+            return None  # token counts, legacy completions, embeddings: nothing to translate to
+        for backend in serving:
+            dialects = spoken_dialects(backend)
+            if dialects:
+                return ServePlan(backend, source if source in dialects else dialects[0])
         return None
 
-    def model_names(self, wire_format: WireFormat | None = None) -> list[tuple[str, Backend]]:
-        seen: dict[str, Backend] = {}
+    def model_names(self, wire_format: WireFormat | None = None) -> list[tuple[str, AnyBackend]]:
+        seen: dict[str, AnyBackend] = {}
         for backend in self.backends:
             if wire_format is None or backend.wire_format is wire_format:
                 for name in backend.model_names():
@@ -75,10 +159,16 @@ class LocalBackends:
         return any(backend.needs_discovery for backend in self.backends)
 
     def adopt_discoveries(self, previous: LocalBackends) -> None:
-        """Keep the model lists already discovered for backends whose config did not change."""
-        for backend in self.backends:
+        """Keep the model lists already discovered for backends whose config did not change,
+        and a ChatGPT provider's account pool (its cooldowns and turn)."""
+        for index, backend in enumerate(self.backends):
             for old in previous.backends:
-                if old.config == backend.config and old.discovered is not None:
+                if old.config != backend.config:
+                    continue
+                if isinstance(old, ChatGPTProvider) and isinstance(backend, ChatGPTProvider):
+                    self.backends[index] = old
+                    break
+                if isinstance(old, Backend) and isinstance(backend, Backend) and old.discovered is not None:
                     backend.listed, backend.discovered = old.listed, old.discovered
                     break
 
@@ -87,7 +177,9 @@ class LocalBackends:
         pending = [
             b
             for b in self.backends
-            if b.needs_discovery and not (only_undiscovered and b.discovered is not None)
+            if isinstance(b, Backend)
+            and b.needs_discovery
+            and not (only_undiscovered and b.discovered is not None)
         ]
         results: list[bool] = []
 
@@ -124,8 +216,7 @@ class LocalBackends:
         if route.kind is CallKind.LIST:
             await self._list(route, scope, receive, send)
             return
-        assert route.wire_format is not None
-        await self._serve(route.wire_format, route.path_model, scope, receive, send)
+        await self._serve(route, scope, receive, send)
 
     async def _list(self, route: ApiRoute, scope: Scope, receive: Receive, send: Send) -> None:
         call: ProviderCall | None = scope.get(scope_keys.PROVIDER_CALL)
@@ -138,47 +229,180 @@ class LocalBackends:
             list_format, only = (WireFormat.ANTHROPIC if anthropic else WireFormat.OPENAI), None
         await JSONResponse(model_list(list_format, self.model_names(only)))(scope, receive, send)
 
-    async def _serve(
-        self, wire_format: WireFormat, path_model: str | None, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        model = scope.get(scope_keys.MODEL)
-        if model is None and path_model is None:
+    async def _serve(self, route: ApiRoute, scope: Scope, receive: Receive, send: Send) -> None:
+        assert route.wire_format is not None
+        wire_format = route.wire_format
+        model: Any = scope.get(scope_keys.MODEL)
+        body: RequestBody | None = None
+        if model is None and route.path_model is None:
             body = await read_request_body(scope, receive, send, self.max_body_size)
             if body is None:
                 return
             model = body.payload.get("model") if body.payload else None
-            receive = replay(body.take_bytes(), receive)
-            del body
-        model = model or path_model
+            if not isinstance(model, str):
+                model = (await body.scan()).model
+        model = model or route.path_model
         if not isinstance(model, str):
             await send_vendor_error(send, wire_format, 400, "invalid_request", "The request names no model")
             return
-        backend = self.backend_for(model, wire_format)
-        if backend is None:
-            message = f"No local backend of type {wire_format.value} serves model '{describe_model(model)}'"
+        plan = self.plan(model, wire_format, route.endpoint, route.action)
+        if plan is None:
+            await self._not_served(route, model, body, scope, receive, send)
+            return
+        if body is None and (plan.translated or self._renames(plan.backend, model)):
+            body = await read_request_body(scope, receive, send, self.max_body_size)
+            if body is None:
+                return
+        if plan.target is None:
+            await self._pass_through(plan.backend, route, model, body, scope, receive, send)
+            return
+        assert body is not None
+        payload, body.payload = body.payload, None
+        del body
+        if payload is None:
+            message = "The request body is not a JSON object: it cannot be translated for this backend"
+            await send_vendor_error(send, wire_format, 400, "invalid_request", message)
+            return
+        source = dialect_of(wire_format, route.endpoint)
+        assert source is not None
+        base, suffix = split_thinking_suffix(model)
+        call = TranslatedCall(
+            source=source,
+            target=plan.target,
+            requested_model=base,
+            sent_model=plan.backend.served_name(base) + suffix,
+            stream=client_streams(source, payload, route.action),
+            gemini_sse=gemini_wants_sse(scope.get("query_string", b"")),
+        )
+        logger.debug(
+            "%s: %s call translated to %s for %s",
+            describe_model(model),
+            source,
+            plan.target,
+            plan.backend.name,
+        )
+        await run_translated(call, payload, scope, receive, send, self._relay(plan.backend, wire_format))
+
+    @staticmethod
+    def _renames(backend: AnyBackend, model: str) -> bool:
+        base, _ = split_thinking_suffix(model)
+        return backend.served_name(base) != base
+
+    async def _pass_through(
+        self,
+        backend: AnyBackend,
+        route: ApiRoute,
+        model: str,
+        body: RequestBody | None,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """The call in its own dialect: bytes unchanged, unless the backend knows the model
+        under another name (then that name is sent, and the reply carries the asked-for one)."""
+        relay = self._relay(backend, route.wire_format)
+        if not self._renames(backend, model):
+            if body is not None:
+                receive = replay(body.take_bytes(), receive)
+            await relay(scope, receive, send)
+            return
+        assert body is not None
+        base, suffix = split_thinking_suffix(model)
+        served = backend.served_name(base) + suffix
+        renamed_scope = dict(scope)
+        if body.payload is not None and "model" in body.payload:
+            body.payload["model"] = served
+            data = body.take_rewritten()
+            headers = [(n, v) for n, v in scope["headers"] if n.lower() != b"content-length"]
+            renamed_scope["headers"] = [*headers, (b"content-length", str(len(data)).encode())]
+        else:
+            data = body.take_bytes()
+        receive = replay(data, receive)
+        del data
+        if route.path_model is not None:
+            raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+            renamed_scope["path"], renamed_scope["raw_path"] = with_path_model(
+                scope["path"], raw_path, served
+            )
+        assert route.wire_format is not None
+        fixer = ResponseFixer(wire_format=route.wire_format, requested_model=model, tool_names={})
+        await call_with_fixes(relay, renamed_scope, receive, send, fixer, max_json_size=self.max_body_size)
+
+    async def _not_served(
+        self,
+        route: ApiRoute,
+        model: str,
+        body: RequestBody | None,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """No backend serves this call as asked: a token count for a model served in another
+        dialect is estimated here; other calls get a vendor-shaped error."""
+        assert route.wire_format is not None
+        wire_format = route.wire_format
+        if not self.serves(model, wire_format):
+            message = f"No local backend serves model '{describe_model(model)}'"
             await send_vendor_error(send, wire_format, 404, "model_not_found", message)
             return
-        headers = scrub_request_headers(scope["headers"])
-        headers.append((b"accept-encoding", b"identity"))
-        headers.extend(backend.auth)
+        counting = route.endpoint is Endpoint.COUNT_TOKENS or route.action in TOKEN_COUNT_ACTIONS
+        if not counting:
+            what = f":{route.action}" if route.action else f"/{route.endpoint.value}"
+            message = (
+                f"Model '{describe_model(model)}' is served by a backend of another format, and "
+                f"{what} calls are not translated; use the conversation endpoint of this API"
+            )
+            await send_vendor_error(send, wire_format, 400, "unsupported_endpoint", message)
+            return
+        if body is None:
+            body = await read_request_body(scope, receive, send, self.max_body_size)
+            if body is None:
+                return
+        tokens = estimate_tokens(body.take_bytes())
+        answer = {"input_tokens": tokens} if wire_format is WireFormat.ANTHROPIC else {"totalTokens": tokens}
+        await JSONResponse(answer)(scope, receive, send)
+
+    def _relay(self, backend: AnyBackend, wire_format: WireFormat | None) -> Relay:
+        """What sends a request on a standard path to ``backend`` and relays its reply."""
+        if isinstance(backend, ChatGPTProvider):
+
+            async def to_chatgpt(scope: Scope, receive: Receive, send: Send) -> None:
+                headers = scrub_request_headers(scope["headers"])
+                length = header_value(scope["headers"], b"content-length")
+                if length is not None:
+                    headers.append((b"content-length", length))
+                await backend({**scope, "headers": headers}, receive, send)
+
+            return to_chatgpt
 
         async def failed(scope: Scope, receive: Receive, send: Send, status: int) -> None:
             verb = "timed out" if status == 504 else "cannot be reached"
             message = f"Local backend {backend.name!r} {verb}"
             await send_vendor_error(send, wire_format, status, "backend_unreachable", message)
 
-        raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
-        exchange = Exchange(
-            self.shared.client_for(backend.proxy_url),
-            url=backend.url(raw_path, scope.get("query_string", b"")),
-            headers=headers,
-            max_body_size=self.max_body_size,
-            fail=failed,
-        )
-        await exchange.run(scope, receive, send)
+        async def to_backend(scope: Scope, receive: Receive, send: Send) -> None:
+            headers = scrub_request_headers(scope["headers"])
+            headers.append((b"accept-encoding", b"identity"))
+            headers.extend(backend.auth)
+            raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+            exchange = Exchange(
+                self.shared.client_for(backend.proxy_url),
+                url=backend.url(raw_path, scope.get("query_string", b"")),
+                headers=headers,
+                max_body_size=self.max_body_size,
+                fail=failed,
+            )
+            await exchange.run(scope, receive, send)
+
+        return to_backend
 
 
-def model_list(wire_format: WireFormat, models: list[tuple[str, Backend]]) -> dict:
+def estimate_tokens(body: bytes) -> int:
+    """A rough input-token count for a request that no backend can count: its size / 4."""
+    return max(1, len(body) // BYTES_PER_TOKEN)
+
+
+def model_list(wire_format: WireFormat, models: list[tuple[str, AnyBackend]]) -> dict[str, Any]:
     if wire_format is WireFormat.ANTHROPIC:
         data = [
             {

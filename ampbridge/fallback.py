@@ -1,9 +1,11 @@
 """``AmpFallback``: serve a model call locally, or forward it to the Amp upstream (SPEC §4.1).
 
-It reads the request body once (bounded), takes the model from it (or from a Gemini path), and
-decides LOCAL / MAPPED / AMP_CREDITS / NO_PROVIDER. Upstream-bound requests are replayed byte for
-byte; local ones get the compatibility fixes of ``rewrite``. One log line per call records the
-decision, the models, the status and the time taken.
+It reads the request body once (bounded), takes the model from it (or from a Gemini path; a body
+``json`` cannot read is scanned for its top-level ``"model"``, so an odd body for a local model
+is still served locally, bytes unchanged), and decides LOCAL / MAPPED / AMP_CREDITS /
+NO_PROVIDER. Upstream-bound requests are replayed byte for byte; local ones get the
+compatibility fixes of ``rewrite``. One log line per call records the decision, the models, the
+status and the time taken.
 """
 
 from __future__ import annotations
@@ -130,6 +132,8 @@ class AmpFallback:
         if body is None:
             return
         model = body.payload.get("model") if body.payload is not None else None
+        if body.payload is None:  # not JSON, or a number too long to parse: scan for the model
+            model = (await body.scan()).model
         if not isinstance(model, str) or not model:
             model = call.path_model
         recorder = _StatusRecorder(send)

@@ -5,6 +5,10 @@ when it is sent on, the text is encoded back, which yields exactly the bytes rec
 decoding and encoding are inverse). A body that is not UTF-8 stays as bytes. So a large body
 costs about twice its size at the peak, not four times (bytes, decoded text, parsed values,
 send buffer).
+
+A body over ``THREAD_THRESHOLD`` is parsed in a worker thread, so the event loop keeps serving
+other requests meanwhile. A body that is not a JSON object (or holds a number too long for
+Python's integers) has no ``payload``; ``scan`` still finds its top-level ``"model"``.
 """
 
 from __future__ import annotations
@@ -12,9 +16,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import anyio.to_thread
 from starlette.types import Receive, Scope, Send
 
+from .model_scan import ModelScan, scan_model_async
 from .proxy import BodyTooLarge, ClientDisconnected, body_too_large, declared_length, stream_body
+
+THREAD_THRESHOLD = 1 << 20  # bodies larger than this are parsed in a worker thread
 
 
 class RequestBody:
@@ -36,7 +44,15 @@ class RequestBody:
         except UnicodeDecodeError:
             return cls(raw, None, None)
         del raw
+        if len(text) > THREAD_THRESHOLD:
+            return cls(None, text, await anyio.to_thread.run_sync(parse_json_object, text))
         return cls(None, text, parse_json_object(text))
+
+    async def scan(self) -> ModelScan:
+        """The top-level ``"model"`` found by a streaming scan: for a body ``json`` could not
+        read (not JSON, or a number over Python's digit limit). The body is kept."""
+        raw = self._raw if self._raw is not None else (self._text or "").encode("utf-8")
+        return await scan_model_async(raw, thread_threshold=THREAD_THRESHOLD)
 
     def take_bytes(self) -> bytes:
         """The exact bytes received; the body is released."""

@@ -4,7 +4,9 @@ Run:  python -m benchmarks.run [--rounds 3] [--seconds 4] [--out benchmarks/resu
 
 Systems: ``direct`` (the fake backend itself), ``naive`` (benchmarks/naive_proxy.py),
 ``local`` (ampbridge serving a configured model from the fake backend) and ``upstream``
-(ampbridge forwarding an unknown model to the fake as its Amp upstream). Every load runs on every
+(ampbridge forwarding an unknown model to the fake as its Amp upstream). ``translated`` (an
+Anthropic call for a model of an OpenAI Chat Completions backend, translated both ways) runs the
+SSE x1 load beside ``local``. Every load runs on every
 system in turn, round after round; the report gives medians and ratios within the run.
 """
 
@@ -30,7 +32,7 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 PATH = "/api/provider/anthropic/v1/messages"
-LOCAL_MODEL, REMOTE_MODEL = "bench-local", "bench-remote"
+LOCAL_MODEL, REMOTE_MODEL, TRANSLATED_MODEL = "bench-local", "bench-remote", "bench-translated"
 SYSTEMS = ("direct", "naive", "local", "upstream")
 BIG_BODY_BYTES = 10 * 1024 * 1024
 
@@ -268,7 +270,13 @@ def main() -> None:
                 {
                     "amp-upstream-url": fake.url,
                     "providers": [
-                        {"name": "bench", "type": "anthropic", "base-url": fake.url, "models": [LOCAL_MODEL]}
+                        {"name": "bench", "type": "anthropic", "base-url": fake.url, "models": [LOCAL_MODEL]},
+                        {
+                            "name": "bench-chat",
+                            "type": "openai",
+                            "base-url": fake.url + "/v1",
+                            "models": [TRANSLATED_MODEL],
+                        },
                     ],
                 }
             )
@@ -307,6 +315,8 @@ def main() -> None:
                     streams(server.url, 5, small_body(model, stream=True), server, one_by_one=True)
                 )
                 record("sse_1", name, result)
+            translated = streams(amp.url, 5, small_body(TRANSLATED_MODEL, stream=True), amp, one_by_one=True)
+            record("sse_1", "translated", asyncio.run(translated))
             for name, (server, model) in targets.items():
                 result = asyncio.run(
                     streams(server.url, args.streams, small_body(model, stream=True), server)
@@ -351,6 +361,11 @@ def print_report(summary: dict, wide: int) -> None:
         ("body_10mib", "seconds", "10 MiB body, seconds"),
         ("body_10mib", "growth_per_body", "10 MiB body, peak RSS growth / body size"),
     ]
+    sse_1 = summary["sse_1"]
+    translated_rows = [
+        ("SSE x1, time to first event, translated Anthropic->Chat (ms)", sse_1["translated"]["ttfb_p50_ms"]),
+        ("SSE x1, total, translated Anthropic->Chat (ms)", sse_1["translated"]["total_p50_ms"]),
+    ]
     header = f"{'measure':<46}" + "".join(f"{s:>10}" for s in SYSTEMS) + f"{'local/dir':>11}{'up/naive':>10}"
     print("\n" + header + "\n" + "-" * len(header))
     for load, key, label in rows:
@@ -362,6 +377,8 @@ def print_report(summary: dict, wide: int) -> None:
             + "".join(f"{values[s]:>10.2f}" for s in SYSTEMS)
             + f"{ratio_direct:>11.2f}{ratio_naive:>10.2f}"
         )
+    for label, value in translated_rows:
+        print(f"{label:<62}{value:>10.2f}")
     c1, c64, sse = summary["post_c1"], summary["post_c64"], summary[f"sse_{wide}"]
     checks = [
         (
@@ -388,6 +405,11 @@ def print_report(summary: dict, wide: int) -> None:
         (
             "SSE x1 time to first event, upstream path, within 2 ms of direct",
             summary["sse_1"]["upstream"]["ttfb_p50_ms"] - summary["sse_1"]["direct"]["ttfb_p50_ms"],
+            2.0,
+        ),
+        (
+            "SSE x1 time to first event, translated call, within 2 ms of an untranslated local call",
+            sse_1["translated"]["ttfb_p50_ms"] - sse_1["local"]["ttfb_p50_ms"],
             2.0,
         ),
         (
