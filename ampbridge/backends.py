@@ -83,8 +83,8 @@ def spoken_dialects(backend: AnyBackend) -> list[Dialect]:
 class LocalBackends:
     """The standalone app's local model server, built from the configured providers.
 
-    ``data_dir`` is ampbridge's data folder (where ``ampbridge login chatgpt`` keeps logins); it
-    is needed only when a ``type: chatgpt`` provider is configured.
+    ``chatgpt_dir`` is where ``ampbridge login chatgpt`` keeps logins; it is needed only when a
+    ``type: chatgpt`` provider is configured.
     """
 
     def __init__(
@@ -94,17 +94,17 @@ class LocalBackends:
         client: SharedClient,
         max_body_size: int,
         proxy_url: str = "",
-        data_dir: Path | None = None,
+        chatgpt_dir: Path | None = None,
     ) -> None:
         self.backends: list[AnyBackend] = []
         for config in providers:
             if is_chatgpt(config):
-                if data_dir is None:
-                    raise ConfigError(f"provider {config.name!r}: type chatgpt needs ampbridge's data folder")
+                if chatgpt_dir is None:
+                    raise ConfigError(f"provider {config.name!r}: type chatgpt needs its logins folder")
                 provider = ChatGPTProvider(
                     config,
                     client=client,
-                    data_dir=data_dir,
+                    data_dir=chatgpt_dir,
                     max_body_size=max_body_size,
                     default_proxy_url=proxy_url,
                 )

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import platformdirs
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .actor_gate import ActorGate
@@ -214,7 +215,11 @@ def build(
     backends: LocalBackends | None = None
     if local is None:
         backends = LocalBackends(
-            settings.providers, client=client, max_body_size=max_body, proxy_url=settings.proxy_url
+            settings.providers,
+            client=client,
+            max_body_size=max_body,
+            proxy_url=settings.proxy_url,
+            chatgpt_dir=platformdirs.user_data_path("ampbridge") / "chatgpt",
         )
         if previous is not None and previous.backends is not None:
             backends.adopt_discoveries(previous.backends)

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import sniffio
 from starlette.types import Receive, Send
 
-from .actors import RoutingTokenSource
+from .actors import RoutingTokenSource, is_loopback_host
 from .amp_cli import SearchRoots, find_amp_clis, installed_routing_token
 from .builder import BuiltApp, LocalServer, Services, build
 from .http_client import SharedClient
@@ -225,7 +226,8 @@ class Runtime:
     async def _find_routing_token(self) -> None:
         """Read the actor routing token from the installed Amp CLI once, off the event loop (it
         may mean reading a large binary), before the first ``/actors`` request needs it."""
-        if self.services.routing_token is not None:
+        url = self.built.settings.amp_upstream_url if self.built else ""
+        if self.services.routing_token is not None and url and not is_loopback_host(httpx.URL(url).host):
             await anyio.to_thread.run_sync(self.services.routing_token.token)
 
     async def _keep_discovering(self) -> None:

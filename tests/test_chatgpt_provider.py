@@ -4,7 +4,6 @@ Completions and Anthropic calls reaching it through the translator, and ``amp-fa
 
 from __future__ import annotations
 
-import functools
 import json
 import threading
 import time
@@ -15,8 +14,6 @@ from typing import Any, Literal
 import httpx
 import pytest
 
-from ampbridge import builder
-from ampbridge.backends import LocalBackends
 from ampbridge.chatgpt.credentials import Tokens
 from ampbridge.chatgpt.store import CredentialStore
 from ampbridge.settings import ProviderConfig, Settings
@@ -41,11 +38,11 @@ def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fakes]:
     with openai_fakes() as running:
         running.auth.add_account("acct-a", "a@example.com", "plus")
         reply = running.auth.issue("acct-a")
-        CredentialStore(tmp_path).save_login(
+        # Where `ampbridge login chatgpt` keeps logins: the chatgpt folder of ampbridge's data dir.
+        monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+        CredentialStore(tmp_path / "ampbridge" / "chatgpt").save_login(
             Tokens(reply["id_token"], reply["access_token"], reply["refresh_token"])
         )
-        # What the builder will pass: platformdirs.user_data_path("ampbridge").
-        monkeypatch.setattr(builder, "LocalBackends", functools.partial(LocalBackends, data_dir=tmp_path))
         yield running
 
 

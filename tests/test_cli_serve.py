@@ -12,8 +12,8 @@ import pytest
 import websockets.exceptions
 import websockets.sync.client
 
-from ampbridge.commands.serve import serve_warnings, server_options
-from ampbridge.settings import Settings
+from ampbridge.commands.serve import server_options
+from ampbridge.settings import Settings, startup_warnings
 
 from .test_cli import Served, command_env
 
@@ -81,7 +81,7 @@ def test_debug_in_the_config_sets_the_level_without_the_flag(tmp_path):
     ],
 )
 def test_a_bind_beyond_loopback_without_client_keys_is_warned_about(host, api_keys, warned):
-    warnings = serve_warnings(Settings(host=host, api_keys=api_keys))
+    warnings = startup_warnings(Settings(host=host, api_keys=api_keys))
     assert bool(warnings) is warned
     if warned:
         assert "NOT PROTECTED" in warnings[0] and "api-keys" in warnings[0]

@@ -209,12 +209,17 @@ def test_no_upstream_gives_404_naming_the_model(backends, bridge):
     assert "amp-model-mappings" in error["message"]
 
 
-def test_a_model_is_local_only_for_its_own_wire_format(backends, upstream, bridge):
+def test_a_model_of_another_wire_format_is_served_locally_translated(backends, upstream, bridge):
     ampbridge = bridge(provider_settings(backends, amp_upstream_url=upstream.url))
     response = httpx.post(
-        f"{ampbridge.url}/api/provider/openai/v1/chat/completions", json={"model": "claude-opus-4-7"}
+        f"{ampbridge.url}/api/provider/openai/v1/chat/completions",
+        json={"model": "claude-opus-4-7", "messages": [{"role": "user", "content": "hi"}]},
     )
-    assert response.headers["x-served-by"] == "amp-upstream"
+    assert response.status_code == 200
+    assert response.json()["object"] == "chat.completion"  # the format the client asked for
+    assert response.json()["model"] == "claude-opus-4-7"
+    assert [r.path for r in backends["anthropic"].requests] == ["/v1/messages"]
+    assert upstream.requests == []
 
 
 def test_other_provider_subpaths_and_methods_go_upstream_unchanged(backends, upstream, bridge):

@@ -137,7 +137,7 @@ def test_bind_host(tmp_path, host, bind, beyond):
 def test_all_interfaces_without_client_keys_warns_loudly(tmp_path):
     bare = load_settings(write(tmp_path, 'host: ""\nport: 8317\n'))
     (warning,) = startup_warnings(bare)
-    assert "(0.0.0.0:8317 AND [::]:8317) WITHOUT API-KEYS" in warning.upper()
+    assert "NOT PROTECTED" in warning and "all interfaces (IPv4 and IPv6)" in warning
     assert startup_warnings(load_settings(write(tmp_path, 'host: ""\napi-keys: [k]\n'))) == []
     assert startup_warnings(load_settings(write(tmp_path, "host: 127.0.0.1\n"))) == []
 

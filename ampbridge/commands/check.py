@@ -18,10 +18,11 @@ import anyio
 
 from ..amp_cli import AmpCli, ModelCalls, custom_router_command, describe_clis
 from ..backend import Backend
-from ..backends import LocalBackends
+from ..backends import AnyBackend, LocalBackends
 from ..builder import upstream_key_resolver
 from ..http_client import SharedClient
-from ..models import WireFormat
+from ..model_table import describe_lines
+from ..models import WireFormat, split_thinking_suffix
 from ..secrets import UpstreamKeyResolver
 from ..settings import ConfigError, Settings
 from .common import LoadedConfig, installed_clis, load_config, local_url
@@ -122,24 +123,14 @@ def _listing(names: Sequence[str]) -> str:
 
 
 def placement_lines(settings: Settings, backends: LocalBackends) -> list[str]:
-    """Each model: which backend serves it, in which wire format, under which name; then the
-    mappings, then where everything else goes."""
-    lines = ["served locally (the first backend that serves a model wins; each in its backend's format):"]
-    if not backends.backends:
-        lines.append("  nothing (no providers)")
-    for name, backend in backends.model_names():
-        sent_as = backend.served_name(name)
-        alias = "" if sent_as == name else f", sent as {sent_as}"
-        lines.append(f"  {name}: {backend.name} [{backend.wire_format.value}]{alias}")
+    """Each model: which backend serves it, in which wire format, under which name (calls in
+    another format are translated); then the mappings, then where everything else goes."""
+    lines = ["served locally (the first backend that serves a model wins; other formats are translated):"]
+    lines += describe_lines(settings) or ["  nothing (no providers)"]
     for backend in backends.backends:
-        patterns = [p for p in backend.config.models or [] if p not in backend.listed]
-        if patterns:
-            lines.append(f"  {', '.join(patterns)}: {backend.name} [{backend.wire_format.value}] (patterns)")
-        elif backend.needs_discovery and backend.discovered is None:
-            lines.append(
-                f"  {backend.name} [{backend.wire_format.value}] {backend.config.base_url}: the models it "
-                "lists when ampbridge starts (`ampbridge check --probe` shows them)"
-            )
+        if backend.needs_discovery and backend.discovered is not None:
+            names = ", ".join(backend.listed) or "none"
+            lines.append(f"  {backend.name} lists: {names}")
     for mapping in settings.amp_model_mappings:
         kind = "regex" if mapping.regex else "name"
         target = _serving(backends, mapping.target)
@@ -158,8 +149,9 @@ def placement_lines(settings: Settings, backends: LocalBackends) -> list[str]:
     return lines
 
 
-def _serving(backends: LocalBackends, model: str) -> Backend | None:
-    return next((b for f in WireFormat if (b := backends.backend_for(model, f)) is not None), None)
+def _serving(backends: LocalBackends, model: str) -> AnyBackend | None:
+    base = split_thinking_suffix(model)[0]
+    return next((backend for backend in backends.backends if backend.serves(base)), None)
 
 
 def tunnel_host(allowed_hosts: Sequence[str]) -> str | None:
