@@ -203,14 +203,15 @@ async def _probe(
 ) -> tuple[bool, list[str]]:
     """Probe the upstream and a copy of each backend (a configured model list stays as
     configured); a backend that lists its models at start gets the list found."""
-    copies = [Backend(b.config, default_proxy_url=settings.proxy_url) for b in backends.backends]
+    probed = [b for b in backends.backends if isinstance(b, Backend)]  # logins are not probed
+    copies = [Backend(b.config, default_proxy_url=settings.proxy_url) for b in probed]
     upstream, results = await probe_all(
         shared, settings.amp_upstream_url, settings.proxy_url, resolver.resolve(), copies
     )
     lines = ["", "probe:"]
     if upstream is not None:
         lines.append(f"  Amp upstream {settings.amp_upstream_url}: {upstream.detail}")
-    for backend, copy, result in zip(backends.backends, copies, results, strict=True):
+    for backend, copy, result in zip(probed, copies, results, strict=True):
         if backend.needs_discovery and result.ok:
             backend.listed, backend.discovered = copy.listed, copy.discovered
         lines.append(f"  backend {backend.name} {backend.config.base_url}: {result.detail}")
