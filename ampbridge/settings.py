@@ -122,6 +122,8 @@ def _drop_empty_keys(value: object) -> object:
 # A key goes into an HTTP header: trimmed, no inner whitespace or control characters, never shown.
 Key = Annotated[SecretStr, BeforeValidator(_key_text), AfterValidator(_check_key)]
 KeyList = Annotated[list[Key], BeforeValidator(_drop_empty_keys)]
+# An outbound proxy: "", "direct"/"none", or an http(s)/socks5 URL (never shown: it may hold a password).
+ProxyUrl = Annotated[str, AfterValidator(check_proxy_url)]
 
 
 class ModelMapping(_ConfigModel):
@@ -198,7 +200,7 @@ class ProviderConfig(_ConfigModel):
     excluded_models: list[str] = Field(default_factory=list)  # names or globs never served
     prefix: str = ""  # models are also addressed as "{prefix}/{model}"
     headers: dict[str, SecretStr] = Field(default_factory=dict)
-    proxy_url: str = ""  # overrides the global proxy-url for this backend ("direct": none)
+    proxy_url: ProxyUrl = ""  # overrides the global proxy-url for this backend ("direct": none)
     # type chatgpt: which stored logins to use (None: all), and OpenAI's auth server.
     accounts: list[str] | None = None
     auth_url: str = DEFAULT_AUTH_URL
@@ -212,11 +214,6 @@ class ProviderConfig(_ConfigModel):
     @classmethod
     def _check_auth_url(cls, value: str) -> str:
         return _validate_base_url(value, allow_empty=False)
-
-    @field_validator("proxy_url")
-    @classmethod
-    def _check_proxy_url(cls, value: str) -> str:
-        return check_proxy_url(value)
 
     @field_validator("prefix")
     @classmethod
@@ -287,7 +284,7 @@ class Settings(BaseSettings):
     amp_actor_routing_token: Key = SecretStr("")
     # Outbound proxy for every connection ampbridge makes ("direct"/"none": no proxy at all;
     # empty: HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment).
-    proxy_url: str = ""
+    proxy_url: ProxyUrl = ""
     # Days of model calls the usage ledger keeps (0: keep everything).
     usage_retention_days: int = Field(90, ge=0)
     # ampbridge serve: most connections at once, and how long a request head may take to arrive.
@@ -298,11 +295,6 @@ class Settings(BaseSettings):
     @classmethod
     def _check_upstream_url(cls, value: str) -> str:
         return _validate_base_url(value, allow_empty=True)
-
-    @field_validator("proxy_url")
-    @classmethod
-    def _check_proxy_url(cls, value: str) -> str:
-        return check_proxy_url(value)
 
     @classmethod
     def settings_customise_sources(
