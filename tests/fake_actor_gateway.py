@@ -54,12 +54,17 @@ def conn_params_of(scope: Scope) -> list[dict[str, Any]]:
 
 class FakeActorGateway(RecordingServer):
     """``amp_keys``: the Amp keys this upstream knows. ``choose``: which offered subprotocol the
-    socket accepts, ``"rivet"`` or ``"conn_params"`` (both legal: a server may pick any offered)."""
+    socket accepts, ``"rivet"`` or ``"conn_params"`` (both legal: a server may pick any offered).
+    ``routing_token``: when set, the gateway also wants ``rvt-token`` with that value (as Amp's
+    cloud wants its public routing token), else it refuses with 403."""
 
-    def __init__(self, amp_keys: set[str], *, choose: str = "rivet") -> None:
+    def __init__(
+        self, amp_keys: set[str], *, choose: str = "rivet", routing_token: str | None = None
+    ) -> None:
         super().__init__("fake-actor-gateway")
         self.amp_keys = set(amp_keys)
         self.choose = choose
+        self.routing_token = routing_token
         self.tokens: dict[str, str] = {}  # wsToken -> thread id
         self.frames: list[tuple[int, str, str]] = []  # (socket number, "in"/"out", text)
         self.refusals: list[tuple[str, int]] = []  # (path, status)
@@ -80,7 +85,10 @@ class FakeActorGateway(RecordingServer):
 
     def judge(self, scope: Scope) -> int:
         """200 when the actor gateway admits the request, else the status it refuses it with."""
-        thread = (parse_qs(scope.get("query_string", b"").decode()).get("rvt-key") or [""])[0]
+        query = parse_qs(scope.get("query_string", b"").decode())
+        if self.routing_token is not None and query.get("rvt-token") != [self.routing_token]:
+            return 403
+        thread = (query.get("rvt-key") or [""])[0]
         presented = conn_params_of(scope)
         if not presented:
             return 401
