@@ -81,7 +81,7 @@ def socket_in_namespace(namespace: str, address: str) -> socket.socket:
 def serve_on(app: Any, sock: socket.socket, **config: Any) -> Iterator[tuple[str, int | None]]:
     """uvicorn serving ``app`` on an already bound socket, like ``ServerThread`` does."""
     host, port = sock.getsockname()[:2]
-    options = {"log_config": None, "http": "h11", "date_header": False, "server_header": False, **config}
+    options = {"log_config": None, "lifespan": "auto", "proxy_headers": False, **config}
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -129,7 +129,8 @@ def gateway_at(address: tuple[str, str] | None, token: str | None) -> Iterator[F
             gateway.thread_id = thread.thread.ident  # type: ignore[attr-defined]
             yield gateway
         return
-    with serve_on(gateway, socket_in_namespace(*address), **PING) as (url, thread_id):
+    as_fake = {"http": "h11", "date_header": False, "server_header": False}  # as ServerThread runs fakes
+    with serve_on(gateway, socket_in_namespace(*address), **as_fake, **PING) as (url, thread_id):
         gateway.url = url  # type: ignore[attr-defined]
         gateway.thread_id = thread_id  # type: ignore[attr-defined]
         yield gateway
