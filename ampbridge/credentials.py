@@ -18,6 +18,8 @@ from starlette.types import Scope
 CREDENTIAL_HEADERS = frozenset({b"authorization", b"x-api-key", b"x-goog-api-key"})
 # Query parameters that may carry a key (by decoded name).
 CREDENTIAL_QUERY_PARAMS = frozenset({"key", "auth_token"})
+# Query parameters a log line never shows: the keys, and Amp's actor routing token.
+MASKED_QUERY_PARAMS = CREDENTIAL_QUERY_PARAMS | {"rvt-token"}
 
 
 def key_problem(key: str) -> str | None:
@@ -87,11 +89,11 @@ _QUERY_PAIR = re.compile(r"([?&])([^=&\s\"'#]+)=([^&\s\"'#]*)")
 
 def _mask_pair(match: re.Match[str]) -> str:
     name = unquote_plus(match[2], errors="replace").lower()
-    if name in CREDENTIAL_QUERY_PARAMS:
+    if name in MASKED_QUERY_PARAMS:
         return f"{match[1]}{match[2]}=[redacted]"
     return match[0]
 
 
 def redact(text: str) -> str:
-    """``text`` with every credential query value masked, for log lines."""
+    """``text`` with every credential (and routing-token) query value masked, for log lines."""
     return _QUERY_PAIR.sub(_mask_pair, text) if "=" in text else text

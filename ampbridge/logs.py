@@ -17,6 +17,8 @@ import time
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
+from .credentials import redact as redact_query
+
 LOG_FILE = Path("logs") / "requests.log"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_FORMATS = ("text", "json")
@@ -24,7 +26,6 @@ LOG_FORMATS = ("text", "json")
 OWNED_LOGGERS = ("ampbridge", "uvicorn", "websockets")
 _UVICORN_CHILDREN = ("uvicorn.error", "uvicorn.access", "uvicorn.asgi")
 
-_QUERY_SECRET = re.compile(r"([?&](?:key|auth_token)=)[^&\s\"']*", re.IGNORECASE)
 _CREDENTIAL_HEADERS = (
     r"authorization|proxy-authorization|x-api-key|x-goog-api-key|api-key|"
     r"sec-websocket-protocol|cookie|set-cookie"
@@ -40,8 +41,7 @@ REDACTED = "[redacted]"
 
 def redact(text: str) -> str:
     """``text`` with query secrets and credential header values replaced by ``[redacted]``."""
-    if "=" in text:
-        text = _QUERY_SECRET.sub(rf"\1{REDACTED}", text)
+    text = redact_query(text)
     if ":" in text or "," in text:
         text = _HEADER_LINE.sub(rf"\1{REDACTED}", text)
         text = _HEADER_PAIR.sub(rf"\1\3{REDACTED}\3", text)

@@ -11,7 +11,7 @@ import httpx
 from starlette.types import Receive, Scope, Send
 
 from . import scope_keys
-from .actors import RoutingTokenSource, rewrite_conn_params, with_routing_token
+from .actors import RoutingTokenSource, is_loopback_host, rewrite_conn_params, with_routing_token
 from .credentials import CREDENTIAL_HEADERS, scrub_query
 from .errors import refuse
 from .headers import WEBSOCKET_HANDSHAKE, RawHeaders, scrub_request_headers
@@ -77,6 +77,9 @@ class AmpUpstream:
         self.keep_cookies = keep_cookies
         self.proxy_url = proxy_url
         self.actors = actors
+        # Amp's cloud gateway wants its routing token; a loopback upstream (a test, a local
+        # relay) does not, and is never sent it.
+        self.routing_token = actors if actors is not None and not is_loopback_host(self.base.host) else None
         self.drift = drift
 
     def __repr__(self) -> str:
@@ -87,9 +90,9 @@ class AmpUpstream:
         may mount ampbridge anywhere) + the query without client keys (and, toward Amp's cloud
         actor gateway, with its routing token)."""
         query = scrub_query(scope.get("query_string", b""), self.client_keys)
-        if self.actors is not None:
+        if self.routing_token is not None:
             query = with_routing_token(
-                scope["path"], query, upstream_host=self.base.host, token=self.actors.token()
+                scope["path"], query, upstream_host=self.base.host, token=self.routing_token.token()
             )
         return self.base_path + self.path_prefix + raw_route_path(scope) + (b"?" + query if query else b"")
 
