@@ -511,18 +511,21 @@ def test_cookies_reach_the_upstreams_control_plane_only(upstream, backends, brid
 def test_non_model_provider_paths_get_the_management_gates(upstream, path):
     settings = amp_settings(upstream, api_keys=[CLIENT_KEY])
 
-    async def ask(peer: str, headers: dict[str, str]) -> int:
+    async def ask(peer: str, headers: dict[str, str]) -> tuple[int, str]:
         app = create_app(settings=settings, environ={}, configure_logs=False)
         transport = httpx.ASGITransport(app=app, client=(peer, 5000))
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-            return (await client.get(path, headers=headers)).status_code
+            response = await client.get(path, headers=headers)
+            return response.status_code, response.json().get("error", "")
 
     key = {"Authorization": f"Bearer {CLIENT_KEY}"}
-    assert anyio.run(ask, "192.0.2.7", key) == 403  # the localhost gate
-    assert anyio.run(ask, "127.0.0.1", {}) == 401  # client keys
+    assert anyio.run(ask, "192.0.2.7", key)[0] == 403  # the localhost gate
+    assert anyio.run(ask, "127.0.0.1", {})[0] == 401  # client keys
     assert upstream.requests == []
-    assert anyio.run(ask, "127.0.0.1", key) == 404  # the fake upstream's answer to a non-model path
-    (received,) = upstream.requests  # as a control-plane request, with the Amp key
+    # With a client key from loopback it is a control-plane request: the upstream answers it
+    # (the fake has no such route), with the Amp key instead of the client's.
+    assert anyio.run(ask, "127.0.0.1", key) == (404, "no such model route")
+    (received,) = upstream.requests
     assert received.path == path and received.header("Authorization") == f"Bearer {AMP_KEY}"
 
 
