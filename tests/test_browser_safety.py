@@ -183,21 +183,27 @@ def test_allowed_hosts_admit_a_tunnel_name_and_a_suffix(upstream, bridge):
     assert eventually(lambda: len(upstream.websockets) == 1)
 
 
-def test_a_tunnels_public_origin_is_allowed_with_allowed_origins(upstream, bridge):
-    """A page served by the tunnel itself (same origin as the tunnel) may call ampbridge."""
+def test_a_tunnels_public_origin(upstream, bridge):
+    """A page served at the tunnel's public origin calling ampbridge through the tunnel. When the
+    tunnel keeps the Host, ``allowed-hosts`` is enough; when it rewrites Host to the local
+    address, the public origin must be listed in ``allowed-origins``."""
     origin = "https://tunnel.example.com"
-    ampbridge = bridge(amp_settings(upstream, allowed_hosts=["tunnel.example.com"], allowed_origins=[origin]))
-    headers = {"Host": "tunnel.example.com", "Origin": origin, "Sec-Fetch-Site": "same-origin"}
+    page = {"Origin": origin, "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"}
+    kept = {**page, "Host": "tunnel.example.com"}
+    ampbridge = bridge(amp_settings(upstream, allowed_hosts=["tunnel.example.com"]))
+    rewritten = {**page, "Host": f"127.0.0.1:{ampbridge.port}"}
+    url = f"{ampbridge.url}/api/internal?getUserInfo"
+    assert httpx.post(url, headers=kept, content=b"{}").status_code == 200
+    assert httpx.post(url, headers=rewritten, content=b"{}").status_code == 403
+    listed = bridge(amp_settings(upstream, allowed_hosts=["tunnel.example.com"], allowed_origins=[origin]))
+    url = f"{listed.url}/api/internal?getUserInfo"
     assert (
-        httpx.post(f"{ampbridge.url}/api/internal?getUserInfo", headers=headers, content=b"{}").status_code
+        httpx.post(url, headers={**page, "Host": f"127.0.0.1:{listed.port}"}, content=b"{}").status_code
         == 200
     )
-    other = {**headers, "Origin": "https://elsewhere.example.com"}
-    assert (
-        httpx.post(f"{ampbridge.url}/api/internal?getUserInfo", headers=other, content=b"{}").status_code
-        == 403
-    )
-    assert len(upstream.requests) == 1
+    other = {**kept, "Origin": "https://elsewhere.example.com"}
+    assert httpx.post(url, headers=other, content=b"{}").status_code == 403
+    assert len(upstream.requests) == 2
 
 
 # --- Cross-site WebSocket hijacking ---------------------------------------------------------
