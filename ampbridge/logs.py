@@ -67,26 +67,38 @@ def _extra_fields(record: logging.LogRecord) -> dict[str, object]:
 class RedactSecrets(logging.Filter):
     """Masks secrets in a record's message, arguments and extra string fields. uvicorn's access
     formatter reads the request path from ``record.args``, so arguments are redacted in place;
-    a message whose arguments hide a header line is replaced by its masked, formatted text."""
+    a message whose formatted text still shows a secret (a header line split between the
+    message and its arguments) is replaced by that text, masked. Arguments that do not fit the
+    message are dropped: logging would otherwise print them, unmasked, in its error report."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = redact(record.msg)
         if isinstance(record.args, tuple):
             record.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in record.args)
-            if record.args:
-                formatted = record.getMessage()
-                masked = redact(formatted)
-                if masked != formatted:
-                    record.msg, record.args = masked, ()
-        elif isinstance(record.args, dict):
-            record.msg, record.args = redact(record.getMessage()), ()
+        try:
+            formatted = record.getMessage()
+        except (TypeError, ValueError, KeyError):
+            record.msg, record.args = redact(f"{record.msg} (arguments that do not fit dropped)"), ()
+        else:
+            masked = redact(formatted)
+            if masked != formatted or not isinstance(record.msg, str) or isinstance(record.args, dict):
+                record.msg, record.args = masked, ()
         if getattr(record, "color_message", None) is not None:
             delattr(record, "color_message")  # an unmasked copy; the formatters here never use it
         for key, value in _extra_fields(record).items():
             if isinstance(value, str):
                 setattr(record, key, redact(value))
         return True
+
+
+def redacting_logger(name: str) -> logging.Logger:
+    """The logger ``name`` with ``RedactSecrets`` as a logger-level filter: its records are masked
+    where they are made, before any handler sees them, whoever configured logging. For the
+    loggers ampbridge hands to libraries that print request headers at debug level (the
+    WebSocket client's handshake lines carry the Amp key), when used inside another app."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(existing, RedactSecrets) for existing in logger.filters):
+        logger.addFilter(RedactSecrets())
+    return logger
 
 
 class JsonLineFormatter(logging.Formatter):

@@ -15,13 +15,16 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from ampbridge.settings import Settings
+from ampbridge.cli import server_options
 from ampbridge.standalone import create_app
 
 from .chromium import Chromium, require_chromium
-from .servers import RecordingServer, ServerThread, read_all, respond
+from .conftest import provider_settings
+from .servers import RecordingServer, ServerThread, eventually, read_all, respond
 
 AMP_KEY = "sk-amp-user-key-0123456789"
+
+
 class Observed:
     """Wraps an ASGI app and notes each request's host, path and answer status."""
 
@@ -55,7 +58,8 @@ async function attempt(name, run) {
 }
 const read = async (response) => "read:" + response.status + ":" + (await response.text()).slice(0, 200);
 const paths = {internal: "/api/internal?getUserInfo", messages: "/api/provider/anthropic/v1/messages",
-               threads: "/threads/T-1234", actors: "/actors/gateway/threadActor/request/x"};
+               chat: "/v1/chat/completions", threads: "/threads/T-1234",
+               actors: "/actors/gateway/threadActor/request/x"};
 function socket(path) {
   return new Promise((resolve) => {
     const ws = new WebSocket(target.replace("http", "ws") + path, ["rivet"]);
@@ -120,13 +124,28 @@ class AttackerSite:
             await respond(send, 200, self.page.encode(), content_type="text/html")
 
 
-@pytest.fixture
-def guarded_bridge(upstream: RecordingServer) -> Iterator[tuple[ServerThread, Observed]]:
+@pytest.fixture(params=["redirect", "proxy"])
+def guarded_bridge(
+    request: pytest.FixtureRequest, upstream: RecordingServer, backends: dict[str, RecordingServer]
+) -> Iterator[tuple[ServerThread, Observed]]:
+    """ampbridge as ``ampbridge serve`` builds it, with local backends and the Amp upstream, in
+    both browser-route modes."""
     require_chromium()
-    settings = Settings(amp_upstream_url=upstream.url, amp_upstream_api_key=AMP_KEY)
+    settings = provider_settings(
+        backends, amp_upstream_url=upstream.url, amp_upstream_api_key=AMP_KEY, browser_routes=request.param
+    )
     observed = Observed(create_app(settings=settings, environ={}, configure_logs=False))
-    with ServerThread(observed) as thread:
+    with ServerThread(observed, **server_options(settings)) as thread:
+        thread.browser_routes = request.param
         yield thread, observed
+
+
+def nothing_arrived(upstream: RecordingServer, backends: dict[str, RecordingServer]) -> bool:
+    """Nothing reached the upstream or a backend (ampbridge's own model listing aside)."""
+    model_calls = [
+        r for server in backends.values() for r in server.requests if not r.path.endswith("/models")
+    ]
+    return not (upstream.requests or upstream.websockets or model_calls)
 
 
 @contextmanager
@@ -139,12 +158,17 @@ def attack(target: str, *, navigate: bool = False, host: str = "127.0.0.1") -> I
             yield site
 
 
-def test_a_page_of_another_loopback_origin_gets_nothing_through(guarded_bridge, upstream):
+@pytest.mark.parametrize("page_host", ["127.0.0.1", "localhost"])
+def test_a_page_of_another_loopback_origin_gets_nothing_through(
+    guarded_bridge, upstream, backends, page_host
+):
+    """The page is on another port of 127.0.0.1 (same site: Chromium sends ``same-site``) or on
+    ``localhost`` (cross-site)."""
     bridge, observed = guarded_bridge
-    with attack(bridge.url) as site:
+    with attack(bridge.url, host=page_host) as site:
         report = site.report
-    assert upstream.requests == [] and upstream.websockets == [], "something reached the Amp upstream"
-    assert len(report) == 24, report
+    assert nothing_arrived(upstream, backends), "something reached the Amp upstream or a backend"
+    assert len(report) == 29, report
     for name, outcome in report.items():
         assert not outcome.startswith(("read:", "open")), (name, outcome)  # nothing read, no socket opened
     for name in ("internal:fetch", "messages:cors-json-post", "threads:fetch-credentials"):
@@ -156,6 +180,7 @@ def test_a_page_of_another_loopback_origin_gets_nothing_through(guarded_bridge, 
     assert {
         "/api/internal",
         "/api/provider/anthropic/v1/messages",
+        "/v1/chat/completions",
         "/actors/gateway/threadActor/request/x",
         "/threads/T-1234",
         "/actors/gateway/threadActor/websocket/",
@@ -170,25 +195,32 @@ def test_a_page_of_another_loopback_origin_gets_nothing_through(guarded_bridge, 
 
 
 def test_a_top_level_navigation_to_the_login_page_still_passes(guarded_bridge, upstream):
+    """What ``amp login`` does: the browser opens ``/auth/cli-login`` in a tab. By default
+    ampbridge sends it on to the upstream's own site; with ``browser-routes: proxy`` it serves
+    the page itself. Either way the upstream sees the browser, never the Amp key."""
     bridge, observed = guarded_bridge
     with attack(bridge.url, navigate=True):
         navigation = ("GET", f"127.0.0.1:{bridge.port}", "/auth/cli-login")
-        from .servers import eventually
-
         assert eventually(lambda: any(a[:3] == navigation for a in observed.answers), timeout=30)
+        assert eventually(lambda: upstream.requests, timeout=30)
     assert [(r.method, r.path, r.query) for r in upstream.requests] == [
         ("GET", "/auth/cli-login", b"authToken=ab12&callbackPort=45678")
     ]
+    (page,) = upstream.requests
+    assert page.header("Authorization") is None and page.header("X-Api-Key") is None
+    assert page.header("Sec-Fetch-Mode") == "navigate"
     assert not upstream.websockets
+    expected = 302 if bridge.browser_routes == "redirect" else 200
+    assert [a[3] for a in observed.answers if a[:3] == navigation] == [expected]
 
 
-def test_a_rebound_dns_name_is_refused_by_host(guarded_bridge, upstream):
+def test_a_rebound_dns_name_is_refused_by_host(guarded_bridge, upstream, backends):
     """attacker.test resolves to 127.0.0.1 (as after a DNS rebinding); the page's script talks
     to ampbridge's port under the attacker's name: every request is refused with 421."""
     bridge, observed = guarded_bridge
     with attack(f"http://attacker.test:{bridge.port}", host="attacker.test") as site:
         report = site.report
-    assert upstream.requests == [] and upstream.websockets == []
+    assert nothing_arrived(upstream, backends)
     assert not any(outcome.startswith(("read:", "open")) for outcome in report.values()), report
     assert observed.answers
     assert {(host, status) for _, host, _, status in observed.answers} == {
