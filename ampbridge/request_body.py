@@ -43,10 +43,15 @@ class RequestBody:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             return cls(raw, None, None)
+        if len(text) <= THREAD_THRESHOLD:
+            del raw
+            return cls(None, text, parse_json_object(text))
+        # A large body is parsed off the event loop, and only when a scan (bounded memory) shows
+        # it is a JSON object: a huge array of small values would take many times its size.
+        looks_like_object = (await scan_model_async(raw, thread_threshold=THREAD_THRESHOLD)).is_object
         del raw
-        if len(text) > THREAD_THRESHOLD:
-            return cls(None, text, await anyio.to_thread.run_sync(parse_json_object, text))
-        return cls(None, text, parse_json_object(text))
+        payload = await anyio.to_thread.run_sync(parse_json_object, text) if looks_like_object else None
+        return cls(None, text, payload)
 
     async def scan(self) -> ModelScan:
         """The top-level ``"model"`` found by a streaming scan: for a body ``json`` could not

@@ -19,6 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from .headers import RawHeaders, header_value
+from .logs import redacting_logger
 
 logger = logging.getLogger("ampbridge.websocket")
 
@@ -57,6 +58,7 @@ async def relay_websocket(
             user_agent_header=user_agent.decode("latin-1") if user_agent else None,
             max_size=max_size,
             open_timeout=10,
+            logger=redacting_logger("ampbridge.websocket.upstream"),
         )
     except InvalidStatus as refused:
         status = refused.response.status_code

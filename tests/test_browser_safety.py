@@ -605,11 +605,6 @@ def test_a_redacting_logger_masks_header_lines_before_any_handler(caplog):
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="websocket_relay.py must pass logger=logs.redacting_logger('ampbridge.websocket.upstream') "
-    "to websockets' connect(); websockets.client prints the Amp key at debug level otherwise",
-)
 def test_no_key_in_debug_logs_in_library_use(upstream, bridge, caplog, restore_logging):
     """``ampbridge.app()`` in someone else's server: ampbridge configures no logging, the host
     app logs everything at debug level through the root logger."""
