@@ -1,7 +1,7 @@
 """``SafePaths``: refuse request targets that could mean another path once decoded.
 
 Dot segments, encoded dots, slashes, backslashes and control characters, raw non-ASCII bytes and
-malformed percent-escapes are rejected with 400 before any routing, so
+malformed percent-escapes (or escapes that are not UTF-8) are rejected with 400 before any routing, so
 no rule (the localhost gate, the provider prefix) can be sidestepped by a path that some server
 on the way would normalise differently.
 """
@@ -9,6 +9,7 @@ on the way would normalise differently.
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -19,13 +20,24 @@ _MALFORMED_ESCAPE = re.compile(rb"%(?![0-9a-fA-F]{2})")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
+def _decodes_as_utf8(raw_path: bytes) -> bool:
+    try:
+        unquote_to_bytes(raw_path).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def is_safe_path(path: str, raw_path: bytes | None) -> bool:
     """False for dot segments, backslashes, control characters, and encoded ``.``, ``/``, ``\\``
     or control characters."""
     if not path.startswith("/") or _CONTROL.search(path):
         return False
     if raw_path is not None and (
-        not raw_path.isascii() or _ENCODED_SEPARATOR.search(raw_path) or _MALFORMED_ESCAPE.search(raw_path)
+        not raw_path.isascii()
+        or _ENCODED_SEPARATOR.search(raw_path)
+        or _MALFORMED_ESCAPE.search(raw_path)
+        or not _decodes_as_utf8(raw_path)
     ):
         return False
     return not any(segment in (".", "..") for segment in path.split("/"))

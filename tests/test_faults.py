@@ -266,3 +266,25 @@ def test_client_disconnects_while_a_model_body_is_read(bridge, watch, upstream):
         time.sleep(0.1)
     check()
     assert upstream.requests == []
+
+
+def test_a_reply_framed_with_both_transfer_encoding_and_length_loses_the_length(faulty_side, watch):
+    """RFC 9112 §6.3: Transfer-Encoding wins; a Content-Length next to it must not be relayed,
+    or the client would read the chunked framing as the body's length."""
+
+    def answer(connection: socket.socket) -> None:
+        read_request_head(connection)
+        connection.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Length: 999\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        )
+
+    with RawServer(answer) as raw:
+        ampbridge, path, _ = faulty_side(raw.url)
+        check = watch(ampbridge)
+        response = httpx.post(f"{ampbridge.url}{path}", content=MODEL_BODY)
+        assert response.status_code in (200, 502)  # relayed whole, or refused as malformed: never garbled
+        if response.status_code == 200:
+            assert response.content == b"hello world"
+            assert response.headers.get("content-length") in (None, "11")
+    check()

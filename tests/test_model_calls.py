@@ -512,3 +512,25 @@ def test_plain_routes_serve_non_amp_clients_locally_and_never_spend_credits(back
     assert gemini.headers["x-served-by"] == "google-backend"
     assert unknown.status_code == 404
     assert upstream.requests == []
+
+
+def test_an_encoded_question_mark_in_a_gemini_model_stays_in_the_path(backends, bridge):
+    ampbridge = bridge(provider_settings(backends, amp_upstream_url=""))
+    response = httpx.post(
+        f"{ampbridge.url}/v1beta/models/gemini-2.5-pro%3Fkey=stolen:generateContent", json={"contents": []}
+    )
+    assert response.status_code == 404  # no such model: nothing sent anywhere with a forged query
+    assert [r for r in backends["google"].requests if r.method == "POST"] == []
+    served = httpx.post(f"{ampbridge.url}/v1beta/models/gemini-2.5-pro:generateContent?alt=sse", json={})
+    assert served.status_code == 200
+    (received,) = [r for r in backends["google"].requests if r.method == "POST"]
+    assert received.raw_path == b"/v1beta/models/gemini-2.5-pro:generateContent"
+
+
+@pytest.mark.parametrize("target", ["/v1/chat/completions%zz", "/api/provider/openai/v1/chat/compl%C3etions"])
+def test_malformed_targets_get_400_never_500(backends, bridge, target):
+    from .servers import raw_request
+
+    ampbridge = bridge(provider_settings(backends, amp_upstream_url=""))
+    status, _ = raw_request(ampbridge.url, target, method="POST")
+    assert status == 400
