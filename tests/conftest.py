@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +29,33 @@ def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyte
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.chdir(home)
+
+
+class _OutboundWatch(logging.Handler):
+    """Notes every attempt ampbridge logs of reaching a host that is not on this machine."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "ampcode.com" in message and ("cannot reach" in message or "broke off" in message):
+            self.seen.append(message)
+
+
+@pytest.fixture(autouse=True)
+def no_traffic_beyond_loopback() -> Iterator[None]:
+    """Tests talk to 127.0.0.0/8 only: a test that makes ampbridge try the real Amp upstream (the
+    default upstream URL) fails, naming the attempt."""
+    watch = _OutboundWatch()
+    proxy_logger = logging.getLogger("ampbridge.proxy")
+    proxy_logger.addHandler(watch)
+    try:
+        yield
+    finally:
+        proxy_logger.removeHandler(watch)
+    assert not watch.seen, f"the test reached for the real Amp upstream: {watch.seen}"
 
 
 # The test modules that run against both header styles: where a reply's header case and framing
