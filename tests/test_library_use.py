@@ -8,7 +8,7 @@ import importlib
 import io
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,9 @@ from .servers import RecordingServer, ServerThread
 CLIENT_KEY = "client-key-for-the-library"
 
 
-def write_config(directory: Path, backends: dict[str, RecordingServer], upstream: RecordingServer, **extra: Any) -> Path:
+def write_config(
+    directory: Path, backends: dict[str, RecordingServer], upstream: RecordingServer, **extra: Any
+) -> Path:
     config = {
         "amp-upstream-url": upstream.url,
         "providers": [
@@ -126,35 +128,41 @@ def test_a_mounted_app_with_a_config_that_does_not_load_answers_503_with_the_rea
 # --- the lifespan protocol ---------------------------------------------------------------
 
 
-async def drive_lifespan(app: Any, *, shutdown: bool) -> list[dict[str, Any]]:
-    """Runs ``app``'s lifespan as a server does; returns what it sent."""
+async def drive_lifespan(
+    app: Any, *, while_running: Callable[[], Awaitable[None]] | None = None
+) -> list[dict[str, Any]]:
+    """Runs ``app``'s lifespan as a server does (startup; after ``startup.complete``, awaits
+    ``while_running`` and sends shutdown) until the app returns; returns what it sent."""
     sent: list[dict[str, Any]] = []
     to_app, from_server = anyio.create_memory_object_stream[dict[str, Any]](4)
-    started = anyio.Event()
+    answered = anyio.Event()
+    returned = anyio.Event()
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
-        started.set()
+        answered.set()
 
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(app, {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, from_server.receive, send)
-        await to_app.send({"type": "lifespan.startup"})
-        with anyio.fail_after(10):
-            await started.wait()
-        if shutdown:
-            await to_app.send({"type": "lifespan.shutdown"})
-        with anyio.fail_after(10):
-            while not sent or sent[-1]["type"] not in ("lifespan.startup.failed", "lifespan.shutdown.complete"):
-                await anyio.sleep(0.01)
-        await anyio.sleep(0.05)  # anything sent after the last message would show now
-        tasks.cancel_scope.cancel()
+    async def run_app() -> None:
+        await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, from_server.receive, send)
+        returned.set()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(run_app)
+            await to_app.send({"type": "lifespan.startup"})
+            await answered.wait()
+            if sent[0]["type"] == "lifespan.startup.complete":
+                if while_running is not None:
+                    await while_running()
+                await to_app.send({"type": "lifespan.shutdown"})
+            await returned.wait()
     return sent
 
 
 def test_a_startup_failure_sends_startup_failed_and_nothing_after(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("port: not-a-port\n")
-    sent = anyio.run(lambda: drive_lifespan(ampbridge.app(config=bad, environ={}), shutdown=False))
+    sent = anyio.run(lambda: drive_lifespan(ampbridge.app(config=bad, environ={})))
     assert [m["type"] for m in sent] == ["lifespan.startup.failed"]
     assert "bad.yaml" in sent[0]["message"]
 
@@ -167,7 +175,6 @@ def test_a_background_job_failing_after_startup_never_sends_startup_failed(monke
         job_ran.set()
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(amp.runtime.services, "ledger", None)
     original_jobs = amp.runtime.jobs
 
     def jobs() -> list[Any]:
@@ -177,26 +184,11 @@ def test_a_background_job_failing_after_startup_never_sends_startup_failed(monke
 
     monkeypatch.setattr(amp.runtime, "jobs", jobs)
 
-    async def run() -> list[dict[str, Any]]:
-        sent: list[dict[str, Any]] = []
-        to_app, from_server = anyio.create_memory_object_stream[dict[str, Any]](4)
+    async def after_the_job_failed() -> None:
+        await job_ran.wait()
+        await anyio.wait_all_tasks_blocked()  # the failure has been handled and logged
 
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(amp, {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, from_server.receive, send)
-            await to_app.send({"type": "lifespan.startup"})
-            with anyio.fail_after(10):
-                await job_ran.wait()
-            await anyio.sleep(0.05)
-            await to_app.send({"type": "lifespan.shutdown"})
-            with anyio.fail_after(10):
-                while not sent or sent[-1]["type"] != "lifespan.shutdown.complete":
-                    await anyio.sleep(0.01)
-        return sent
-
-    sent = anyio.run(run)
+    sent = anyio.run(lambda: drive_lifespan(amp, while_running=after_the_job_failed))
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert "background job 'exploding job' failed (RuntimeError: disk on fire)" in caplog.text
 
@@ -208,7 +200,9 @@ def test_a_background_job_failing_after_startup_never_sends_startup_failed(monke
 def console() -> Iterator[io.StringIO]:
     """ampbridge's own log setup (as ``ampbridge serve`` makes it), writing to a buffer; the
     loggers are put back afterwards."""
-    saved = {name: (logging.getLogger(name), list(logging.getLogger(name).handlers)) for name in OWNED_LOGGERS}
+    saved = {
+        name: (logging.getLogger(name), list(logging.getLogger(name).handlers)) for name in OWNED_LOGGERS
+    }
     state = {name: (logger.level, logger.propagate) for name, (logger, _) in saved.items()}
     configure_logging(level="INFO")
     buffer = io.StringIO()
@@ -300,7 +294,9 @@ def test_as_local_models_reads_a_generator_once():
 
 
 def test_a_bad_amp_key_in_the_environment_is_a_config_error_naming_it(tmp_path):
-    amp = ampbridge.app(settings=Settings(amp_upstream_url="http://127.0.0.1:9"), environ={"AMP_API_KEY": "sk-\u2019abc"})
+    amp = ampbridge.app(
+        settings=Settings(amp_upstream_url="http://127.0.0.1:9"), environ={"AMP_API_KEY": "sk-\u2019abc"}
+    )
 
     async def first_call() -> None:
         with pytest.raises(ConfigError, match="AMP_API_KEY") as raised:
