@@ -20,7 +20,6 @@ from typing import Any
 
 import anyio
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import ampbridge.runtime
@@ -76,11 +75,18 @@ def anthropic_reply(model: str, usage: Usage, streamed: bool) -> list[bytes] | b
     message = {"id": "msg_1", "type": "message", "role": "assistant", "model": model, "content": []}
     return _sse(
         [
-            {"type": "message_start", "message": {**message, "usage": {"input_tokens": uncached, "output_tokens": 1, **cache}}},
+            {
+                "type": "message_start",
+                "message": {**message, "usage": {"input_tokens": uncached, "output_tokens": 1, **cache}},
+            },
             {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
             {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "OK"}},
             {"type": "content_block_stop", "index": 0},
-            {"type": "message_delta", "delta": {"stop_reason": None}, "usage": {"output_tokens": usage.output - 1}},
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": None},
+                "usage": {"output_tokens": usage.output - 1},
+            },
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": "end_turn", "stop_sequence": None},
@@ -102,10 +108,16 @@ def chat_reply(model: str, usage: Usage, streamed: bool) -> list[bytes] | bytes:
     base = {"id": "c1", "created": 0, "model": model}
     if not streamed:
         choice = {"index": 0, "message": {"role": "assistant", "content": "OK"}, "finish_reason": "stop"}
-        return json.dumps({**base, "object": "chat.completion", "choices": [choice], "usage": counts}).encode()
+        return json.dumps(
+            {**base, "object": "chat.completion", "choices": [choice], "usage": counts}
+        ).encode()
     chunk = {**base, "object": "chat.completion.chunk"}
     events = [
-        {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "OK"}, "finish_reason": None}], "usage": None},
+        {
+            **chunk,
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": "OK"}, "finish_reason": None}],
+            "usage": None,
+        },
         {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": None},
         {**chunk, "choices": [], "usage": counts},  # stream_options.include_usage
     ]
@@ -125,9 +137,24 @@ def responses_reply(model: str, usage: Usage, streamed: bool) -> list[bytes] | b
         return json.dumps({**response, "status": "completed", "usage": counts}).encode()
     return _sse(
         [
-            {"type": "response.created", "sequence_number": 0, "response": {**response, "status": "in_progress", "usage": None}},
-            {"type": "response.output_text.delta", "sequence_number": 1, "item_id": "m", "output_index": 0, "content_index": 0, "delta": "OK"},
-            {"type": "response.completed", "sequence_number": 2, "response": {**response, "status": "completed", "usage": counts}},
+            {
+                "type": "response.created",
+                "sequence_number": 0,
+                "response": {**response, "status": "in_progress", "usage": None},
+            },
+            {
+                "type": "response.output_text.delta",
+                "sequence_number": 1,
+                "item_id": "m",
+                "output_index": 0,
+                "content_index": 0,
+                "delta": "OK",
+            },
+            {
+                "type": "response.completed",
+                "sequence_number": 2,
+                "response": {**response, "status": "completed", "usage": counts},
+            },
         ],
         named=True,
     )
@@ -209,7 +236,10 @@ def call_model(client: httpx.Client, fmt: str, model: str, usage: Usage, streame
     if fmt == "gemini":
         method = "streamGenerateContent" if streamed else "generateContent"
         url = path.format(model=model, method=method) + ("?alt=sse" if streamed else "")
-        body: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "metadata": metadata}
+        body: dict[str, Any] = {
+            "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+            "metadata": metadata,
+        }
     else:
         url = path
         body = {"model": model, "stream": streamed, "metadata": metadata}
@@ -245,7 +275,9 @@ def metric_samples(url: str, **headers: str) -> dict[tuple[str, tuple[tuple[str,
     }
 
 
-def moved(before: dict[Any, float], after: dict[Any, float], name: str) -> dict[tuple[tuple[str, str], ...], float]:
+def moved(
+    before: dict[Any, float], after: dict[Any, float], name: str
+) -> dict[tuple[tuple[str, str], ...], float]:
     """How much each series of ``name`` moved between two scrapes (series that did not move left out)."""
     changes = {}
     for (sample, labels), value in after.items():
@@ -285,10 +317,20 @@ def test_tokens_of_every_format_and_route_reach_the_ledger_and_metrics(backends,
                     assert reply.status_code == 200, (fmt, decision, streamed, reply.text)
                     served = local if decision == "MAPPED" else model
                     expected.append(
-                        (decision, model, served, usage.input, usage.output, usage.cache_read, usage.cache_creation)
+                        (
+                            decision,
+                            model,
+                            served,
+                            usage.input,
+                            usage.output,
+                            usage.cache_read,
+                            usage.cache_creation,
+                        )
                     )
     assert len(sent) == len(expected) == 24
-    assert Counter(s for s, _ in sent) == Counter(row[2] for row in expected)  # every call was answered by a fake
+    assert Counter(s for s, _ in sent) == Counter(
+        row[2] for row in expected
+    )  # every call was answered by a fake
     assert sum(1 for r in upstream.requests if r.path.startswith("/api/provider/")) == 8
 
     rows = eventually(lambda: (found := ledger_rows()) and len(found) >= 24 and found, timeout=10)
@@ -349,7 +391,12 @@ def test_usage_json_reports_the_calls_made(backends, upstream, bridge, capsys):
             assert call_model(client, fmt, MODELS[fmt][route], usage, streamed=True).status_code == 200
         missing = client.post(  # a call nobody serves on a local-only route: an error row
             "/api/provider/anthropic/v1/messages",
-            json={"model": "claude-remote-9", "max_tokens": 1, "messages": [], "metadata": {"usage": [1, 1, 0, 0]}},
+            json={
+                "model": "claude-remote-9",
+                "max_tokens": 1,
+                "messages": [],
+                "metadata": {"usage": [1, 1, 0, 0]},
+            },
             headers={"Authorization": "Bearer wrong-key"},
         )
     assert missing.status_code == 401  # refused before it is a model call: no row
@@ -380,7 +427,11 @@ def test_usage_json_reports_the_calls_made(backends, upstream, bridge, capsys):
     assert total["amp_credits"] == {"calls": 1, "tokens": tokens(credits)}
     assert total["latency_ms"]["p50"] is not None and total["latency_ms"]["p50"] <= total["latency_ms"]["p95"]
     groups = {group["key"]: group for group in report["groups"]}
-    assert {key: group["calls"] for key, group in groups.items()} == {"LOCAL": 2, "MAPPED": 1, "AMP_CREDITS": 1}
+    assert {key: group["calls"] for key, group in groups.items()} == {
+        "LOCAL": 2,
+        "MAPPED": 1,
+        "AMP_CREDITS": 1,
+    }
     assert groups["MAPPED"]["tokens"] == tokens([calls[1][2]])
 
     args = parser.parse_args(["usage", "--json", "--by", "model", "--db", str(default_ledger_path())])
@@ -414,7 +465,9 @@ def test_metrics_are_for_a_loopback_peer_with_a_client_key(backends, upstream, b
     assert local.status_code == 200 and "ampbridge_requests_total" in local.text
 
 
-def test_a_thousand_concurrent_calls_leave_a_thousand_rows_while_the_database_is_locked(backends, upstream, bridge):
+def test_a_thousand_concurrent_calls_leave_a_thousand_rows_while_the_database_is_locked(
+    backends, upstream, bridge
+):
     server = bridge(bridge_settings(backends, upstream))
     ledger = server.standalone.runtime.services.ledger  # type: ignore[attr-defined]
     ledger.retry_interval = 0.2  # the lock below makes the writer back off; do not wait 30 s to retry
@@ -495,7 +548,13 @@ def test_a_read_only_data_directory_does_not_fail_calls(backends, tmp_path):
     data.chmod(0o555)
     settings = {
         "providers": [
-            {"name": "gpt", "type": "openai", "base-url": backends["openai"].url + "/v1", "api-key": "k", "models": ["gpt-5.4"]}
+            {
+                "name": "gpt",
+                "type": "openai",
+                "base-url": backends["openai"].url + "/v1",
+                "api-key": "k",
+                "models": ["gpt-5.4"],
+            }
         ]
     }
     try:
@@ -546,7 +605,9 @@ def test_readyz_waits_for_the_upstream_and_every_backend(backends, upstream, bri
     assert after_upstream.json()["upstream"]["ok"] is True
 
     listing_fails = False  # the next discovery round finds Gemini's models
-    ready = eventually(lambda: (reply := httpx.get(f"{server.url}/readyz")).status_code == 200 and reply, timeout=10)
+    ready = eventually(
+        lambda: (reply := httpx.get(f"{server.url}/readyz")).status_code == 200 and reply, timeout=10
+    )
     assert ready and ready.json()["backends"]["gemini"]["ok"] is True
     reply = httpx.post(
         f"{server.url}/api/provider/google/v1beta/models/gemini-2.5-pro:generateContent",
