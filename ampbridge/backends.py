@@ -97,6 +97,7 @@ class LocalBackends:
         chatgpt_dir: Path | None = None,
     ) -> None:
         self.backends: list[AnyBackend] = []
+        self.discovery_failures: dict[str, str] = {}  # backend name -> the failure last logged
         for config in providers:
             if is_chatgpt(config):
                 if chatgpt_dir is None:
@@ -195,10 +196,12 @@ class LocalBackends:
         try:
             await backend.discover(self.shared.client_for(backend.proxy_url))
         except Exception as error:  # a backend answering garbage must not stop the others
-            logger.warning(
-                "backend %s: cannot list its models (%s); will retry", backend.name, type(error).__name__
-            )
+            failure = type(error).__name__
+            if self.discovery_failures.get(backend.name) != failure:  # logged once, until it changes
+                self.discovery_failures[backend.name] = failure
+                logger.warning("backend %s: cannot list its models (%s); will retry", backend.name, failure)
             return False
+        self.discovery_failures.pop(backend.name, None)
         logger.info("backend %s serves %d models", backend.name, len(backend.listed))
         return True
 

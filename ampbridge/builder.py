@@ -13,7 +13,6 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import platformdirs
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .actor_gate import ActorGate
@@ -44,6 +43,7 @@ from .secrets import AmpSecretsFile, UpstreamKeyResolver, amp_secrets_path, loca
 from .settings import ConfigError, Settings
 from .trusted_hosts import HostAllowlist, TrustedHosts, split_host
 from .upstream import AmpUpstream
+from .user_dirs import user_data_dir
 
 logger = logging.getLogger("ampbridge")
 
@@ -90,7 +90,7 @@ def upstream_key_resolver(settings: Settings, environ: Mapping[str, str]) -> Ups
         environment_key=environment_key,
         secrets_file=(
             AmpSecretsFile(
-                amp_secrets_path(), url, local_urls=local_urls(settings.port, settings.allowed_hosts)
+                amp_secrets_path(environ), url, local_urls=local_urls(settings.port, settings.allowed_hosts)
             )
             if url
             else None
@@ -219,7 +219,7 @@ def build(
             client=client,
             max_body_size=max_body,
             proxy_url=settings.proxy_url,
-            chatgpt_dir=platformdirs.user_data_path("ampbridge") / "chatgpt",
+            chatgpt_dir=user_data_dir("ampbridge", environ) / "chatgpt",
         )
         if previous is not None and previous.backends is not None:
             backends.adopt_discoveries(previous.backends)

@@ -26,11 +26,12 @@ from .actors import RoutingTokenSource, is_loopback_host
 from .amp_cli import SearchRoots, find_amp_clis, installed_routing_token
 from .builder import BuiltApp, LocalServer, Services, build
 from .http_client import SharedClient
-from .ledger import UsageLedger, default_ledger_path
+from .ledger import UsageLedger
 from .logs import configure_logging
 from .settings import ConfigError, Settings, find_config_file, load_settings
 from .settings_diff import describe_changes
 from .supervisor import Job, run_jobs
+from .user_dirs import user_data_dir
 
 logger = logging.getLogger("ampbridge")
 
@@ -130,7 +131,8 @@ class Runtime:
         """The parts that live as long as the runtime, made once from the first settings."""
         services = self.services
         if services.ledger is None:
-            services.ledger = UsageLedger(default_ledger_path(), retention_days=settings.usage_retention_days)
+            path = user_data_dir("ampbridge", self.source.environ) / "usage.db"
+            services.ledger = UsageLedger(path, retention_days=settings.usage_retention_days)
         if services.routing_token is None:
             home = Path(self.source.environ.get("HOME") or Path.home())
             roots = SearchRoots.from_environment(self.source.environ, home)

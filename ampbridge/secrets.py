@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import platformdirs
+from .credentials import key_problem
+from .user_dirs import user_data_dir
 
 logger = logging.getLogger("ampbridge.secrets")
 
@@ -29,9 +30,9 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 FileSignature = tuple[int, int, int, int] | None
 
 
-def amp_secrets_path() -> Path:
+def amp_secrets_path(environ: Mapping[str, str]) -> Path:
     """Where ``amp login`` keeps its keys (``~/.local/share/amp/secrets.json`` on Linux)."""
-    return platformdirs.user_data_path("amp") / "secrets.json"
+    return user_data_dir("amp", environ) / "secrets.json"
 
 
 def secrets_entry_name(upstream_url: str) -> str:
@@ -67,12 +68,12 @@ def _signature(path: Path) -> FileSignature:
 
 
 def usable_key(value: object) -> str | None:
-    """A key trimmed of surrounding whitespace; None when empty, not a string, or when it holds
-    inner whitespace or control characters (never a real key: a paste accident)."""
+    """A key trimmed of surrounding whitespace; None when empty, not a string, or when it cannot
+    be sent in a header (inner whitespace, control characters, non-Latin-1: a paste accident)."""
     if not isinstance(value, str):
         return None
     key = value.strip()
-    if not key or any(ch.isspace() or not ch.isprintable() for ch in key):
+    if not key or key_problem(key) is not None:
         return None
     return key
 

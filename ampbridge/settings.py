@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import platformdirs
 import yaml
 from pydantic import (
     AfterValidator,
@@ -48,6 +47,7 @@ from .cliproxy import (
 )
 from .credentials import key_problem
 from .http_client import check_proxy_url
+from .user_dirs import user_config_dir
 
 logger = logging.getLogger("ampbridge.settings")
 
@@ -518,7 +518,7 @@ def find_config_file(explicit: str | os.PathLike[str] | None, environ: Mapping[s
         return path
     for candidate in (
         Path.cwd() / CONFIG_FILENAME,
-        platformdirs.user_config_path("ampbridge") / CONFIG_FILENAME,
+        user_config_dir("ampbridge", environ) / CONFIG_FILENAME,
     ):
         if candidate.is_file():
             return candidate

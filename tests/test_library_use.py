@@ -220,11 +220,6 @@ def console() -> Iterator[io.StringIO]:
         logger.propagate = state[name][1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="logs.redact masks only a literal key=/auth_token= (its own _QUERY_SECRET regex) instead of "
-    "using credentials.redact, which decodes the parameter name: uvicorn's access line keeps ?k%65y=KEY",
-)
 def test_an_encoded_key_parameter_is_a_client_key_that_goes_nowhere_and_is_masked(
     backends, upstream, bridge, console, caplog
 ):
@@ -270,11 +265,6 @@ def test_load_settings_reads_only_the_mapping_it_is_given(tmp_path, monkeypatch)
     assert load_settings(environ={}).port != 9002
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="settings.find_config_file looks in platformdirs.user_config_path, which reads "
-    "XDG_CONFIG_HOME from os.environ, not from the environ mapping",
-)
 def test_load_settings_finds_the_user_config_dir_the_mapping_names(tmp_path, monkeypatch):
     user_dir = tmp_path / "xdg"
     (user_dir / "ampbridge").mkdir(parents=True)

@@ -7,6 +7,7 @@ its form refuses a POST whose ``Origin`` is not its own."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import socket
@@ -195,7 +196,7 @@ def cli_stores_key(amp_url: str, callback: CliCallback, auth_token: str) -> str:
     (query,) = callback.received
     assert query["authToken"] == [auth_token]
     key = query["accessToken"][0]
-    path = amp_secrets_path()
+    path = amp_secrets_path(os.environ)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({f"apiKey@{amp_url}": key}, indent=2))
     return key

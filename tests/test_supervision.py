@@ -146,11 +146,6 @@ def test_a_deeply_nested_model_list_does_not_end_the_server(backends, upstream, 
         assert httpx.get(f"{server.url}/readyz").json()["backends"]["gemini"]["ok"] is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="backends.py logs 'cannot list its models' on every retry; it should log a failure once "
-    "(again only when it changes), as supervisor.supervise does",
-)
 def test_a_failing_model_list_is_logged_once(backends, upstream, tmp_path: Path, monkeypatch, caplog):
     caplog.set_level(logging.INFO)
     listing, listed = nested_listing(backends, monkeypatch)
@@ -196,11 +191,6 @@ def test_a_key_in_the_config_file_that_cannot_be_sent_is_a_config_error_naming_i
         Settings(amp_upstream_api_key="sk-\x07bell")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="secrets.usable_key accepts a printable non-Latin-1 key; sending it raises "
-    "UnicodeEncodeError and the request is a 500 (it should use credentials.key_problem)",
-)
 def test_a_key_in_amps_secrets_file_that_cannot_be_sent_is_logged_and_not_used(
     backends, upstream, bridge, caplog
 ):
