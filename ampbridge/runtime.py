@@ -24,7 +24,8 @@ from starlette.types import Receive, Send
 
 from .actors import RoutingTokenSource, is_loopback_host
 from .amp_cli import SearchRoots, find_amp_clis, installed_routing_token
-from .builder import BuiltApp, LocalServer, Services, build
+from .builder import BuiltApp, LocalServer, build
+from .dispatch import Services
 from .http_client import SharedClient
 from .ledger import UsageLedger
 from .logs import configure_logging
