@@ -81,6 +81,21 @@ class Conversation:
     effort: Effort | None = None
 
 
+def sampling(
+    conversation: Conversation,
+    *,
+    max_tokens: str | None,
+    temperature: str = "temperature",
+    top_p: str = "top_p",
+) -> dict[str, Any]:
+    """The sampling settings that are set, under the target's own names (``max_tokens`` None:
+    the target writes its token limit itself)."""
+    named = [(temperature, conversation.temperature), (top_p, conversation.top_p)]
+    if max_tokens is not None:
+        named.insert(0, (max_tokens, conversation.max_tokens))
+    return {key: value for key, value in named if value is not None}
+
+
 def text_of(parts: list[Text | Image]) -> str:
     """The text of a tool result's parts, for dialects whose tool results are plain strings."""
     return "\n".join(p.text for p in parts if isinstance(p, Text))

@@ -17,6 +17,7 @@ from ampbridge.translate.conversation import (
     ToolChoice,
     ToolResult,
     merge_roles,
+    sampling,
 )
 from ampbridge.translate.effort import Effort
 from ampbridge.translate.schema import object_schema
@@ -184,9 +185,7 @@ def build(conversation: Conversation, model: str, stream: bool) -> dict[str, Any
         if conversation.parallel_tool_calls is False and tool_choice["type"] != "none":
             tool_choice["disable_parallel_tool_use"] = True
         body["tool_choice"] = tool_choice
-    for key, value in (("temperature", conversation.temperature), ("top_p", conversation.top_p)):
-        if value is not None:
-            body[key] = value
+    body.update(sampling(conversation, max_tokens=None))
     if conversation.stop:
         body["stop_sequences"] = conversation.stop
     effort = conversation.effort

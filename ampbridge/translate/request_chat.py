@@ -19,6 +19,7 @@ from ampbridge.translate.conversation import (
     image_as_url,
     image_from_url,
     merge_roles,
+    sampling,
 )
 from ampbridge.translate.effort import Effort
 from ampbridge.translate.schema import object_schema
@@ -155,13 +156,7 @@ def build(conversation: Conversation, model: str, stream: bool) -> dict[str, Any
             )
         if conversation.parallel_tool_calls is not None:
             body["parallel_tool_calls"] = conversation.parallel_tool_calls
-    for key, value in (
-        ("max_tokens", conversation.max_tokens),
-        ("temperature", conversation.temperature),
-        ("top_p", conversation.top_p),
-    ):
-        if value is not None:
-            body[key] = value
+    body.update(sampling(conversation, max_tokens="max_tokens"))
     if conversation.stop:
         body["stop"] = conversation.stop
     if conversation.effort and conversation.effort.enabled:

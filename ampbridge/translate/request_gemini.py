@@ -23,6 +23,7 @@ from ampbridge.translate.conversation import (
     ToolResult,
     merge_roles,
     name_tool_results,
+    sampling,
     text_of,
 )
 from ampbridge.translate.effort import Effort
@@ -175,14 +176,7 @@ def build(conversation: Conversation, model: str, stream: bool) -> dict[str, Any
             if choice.mode == "tool":
                 calling["allowedFunctionNames"] = [choice.name]
             body["toolConfig"] = {"functionCallingConfig": calling}
-    config: dict[str, Any] = {}
-    for key, value in (
-        ("maxOutputTokens", conversation.max_tokens),
-        ("temperature", conversation.temperature),
-        ("topP", conversation.top_p),
-    ):
-        if value is not None:
-            config[key] = value
+    config: dict[str, Any] = sampling(conversation, max_tokens="maxOutputTokens", top_p="topP")
     if conversation.stop:
         config["stopSequences"] = conversation.stop
     if conversation.effort:
