@@ -301,8 +301,11 @@ class Setup:
     ampbridge: Server
 
 
-def start_all(stack: ExitStack, work: Path) -> Setup:
-    """Start the fake backend (CPU 1), then nginx, the naive proxy and ampbridge (CPU 0)."""
+def start_all(
+    stack: ExitStack, work: Path, systems: tuple[str, ...] = ("nginx", "naive", "ampbridge")
+) -> Setup:
+    """Start the fake backend (CPU 1), then nginx, the naive proxy and ampbridge (CPU 0), those
+    of them named in ``systems``."""
     fake_port, nginx_port, naive_port, amp_port = free_port(), free_port(), free_port(), free_port()
     python = sys.executable
     fake = start(
@@ -310,17 +313,18 @@ def start_all(stack: ExitStack, work: Path) -> Setup:
     )
     targets: dict[str, tuple[Server, str]] = {"direct": (fake, REMOTE_MODEL)}
     nginx = nginx_command(work, nginx_port, fake_port)
-    if nginx is not None:
+    if nginx is not None and "nginx" in systems:
         targets["nginx"] = (start("nginx", nginx, nginx_port, stack, work, PROXY_CPU), REMOTE_MODEL)
-    naive = start(
-        "naive",
-        [python, "-m", "benchmarks.naive_proxy", str(naive_port), fake.url],
-        naive_port,
-        stack,
-        work,
-        PROXY_CPU,
-    )
-    targets["naive"] = (naive, REMOTE_MODEL)
+    if "naive" in systems:
+        naive = start(
+            "naive",
+            [python, "-m", "benchmarks.naive_proxy", str(naive_port), fake.url],
+            naive_port,
+            stack,
+            work,
+            PROXY_CPU,
+        )
+        targets["naive"] = (naive, REMOTE_MODEL)
     (work / "config.yaml").write_text(
         json.dumps(
             {
