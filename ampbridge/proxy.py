@@ -103,6 +103,24 @@ async def stream_body(
             done.set()
 
 
+# A body held in memory is written in slices of this size: httpcore joins what it writes with
+# the framing into new bytes, which for a whole large body would be a second copy of it.
+SEND_SLICE = 256 * 1024
+
+
+class SlicedBody(httpx.ByteStream):
+    """A body held in memory, sent slice by slice without copying it whole (still replayable)."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(body)
+        self.body = body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        view = memoryview(self.body)
+        for start in range(0, len(view), SEND_SLICE):
+            yield view[start : start + SEND_SLICE]  # type: ignore[misc]  # h11 writes any bytes-like
+
+
 class Exchange:
     """One proxied request: build it with the target's URL and headers, then ``run`` it."""
 
@@ -146,6 +164,8 @@ class Exchange:
         if not isinstance(content, AsyncIterator):
             body_done.set()
         request = self.client.build_request(scope["method"], self.url, headers=headers, content=content)
+        if isinstance(content, bytes) and len(content) > SEND_SLICE:
+            request.stream = SlicedBody(content)
 
         outcome = _Outcome()
         async with anyio.create_task_group() as tasks:
