@@ -122,14 +122,17 @@ def test_a_thousand_concurrent_calls_leave_a_thousand_rows(tmp_path: Path) -> No
     assert ledger.dropped == 0
 
 
-def test_record_returns_in_microseconds_while_the_writer_waits_on_a_lock(tmp_path: Path) -> None:
+def test_record_never_waits_while_the_writer_waits_on_a_lock(tmp_path: Path) -> None:
+    """A thousand ``record()`` calls complete while the database is locked and the writer is
+    stuck on that lock: had one of them touched the database, it would have waited (up to the
+    30 s busy timeout) and the lock would never have been released. (How fast they are is
+    measured in ``benchmarks/``, not asserted here.)"""
     path = tmp_path / "usage.db"
     ledger = UsageLedger(path, busy_timeout=30)
     ledger.record(row(0))
     anyio.run(ledger.flush)  # the file and table exist
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
-    timings: list[int] = []
 
     async def main() -> None:
         async with anyio.create_task_group() as tasks:
@@ -137,18 +140,13 @@ def test_record_returns_in_microseconds_while_the_writer_waits_on_a_lock(tmp_pat
             tasks.start_soon(ledger.flush)
             await until(lambda: not ledger.queue)  # the writer took the row and waits on the lock
             for number in range(2, 1002):
-                started = time.perf_counter_ns()
                 ledger.record(row(number))
-                timings.append(time.perf_counter_ns() - started)
             assert len(rows_in_uncommitted(path)) == 1  # nothing written while the lock is held
             blocker.execute("COMMIT")
 
     anyio.run(main)
     blocker.close()
     assert len(rows_in(path)) == 1002
-    timings.sort()
-    assert timings[len(timings) // 2] < 20_000, "median record() took over 20 microseconds"
-    assert timings[-1] < 5_000_000, "a record() call took over 5 ms"
 
 
 def rows_in_uncommitted(path: Path) -> list[tuple[object, ...]]:
