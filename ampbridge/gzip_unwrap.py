@@ -25,13 +25,12 @@ from __future__ import annotations
 import enum
 import logging
 import zlib
-from collections.abc import Iterable
 from typing import NoReturn
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import ResponseAborted, error_response
-from .headers import header_value
+from .headers import header_value, with_content_length
 
 logger = logging.getLogger("ampbridge.gzip")
 
@@ -231,19 +230,9 @@ class UnwrapResponder:
         self.raw_held, self.raw_held_size = [], 0
         if start.get("trailers", False):
             length = None  # a reply with trailers goes chunked
-        headers = _with_content_length(start.get("headers", []), length)
+        headers = with_content_length(start.get("headers", []), length)
         await self.send({**start, "headers": headers})
 
 
 class _OverCap(Exception):
     """The decoded size passed the cap."""
-
-
-def _with_content_length(
-    headers: Iterable[tuple[bytes, bytes]], length: int | None
-) -> list[tuple[bytes, bytes]]:
-    """``headers`` without any ``Content-Length`` (any case), plus one of ``length`` if given."""
-    kept = [(name, value) for name, value in headers if name.lower() != b"content-length"]
-    if length is not None:
-        kept.append((b"content-length", str(length).encode()))
-    return kept

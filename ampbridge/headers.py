@@ -93,6 +93,14 @@ def response_headers(headers: Iterable[tuple[bytes, bytes]]) -> RawHeaders:
     ]
 
 
+def with_content_length(headers: Iterable[tuple[bytes, bytes]], length: int | None) -> RawHeaders:
+    """``headers`` without any ``Content-Length`` (any case), plus one of ``length`` if given."""
+    kept = [(name, value) for name, value in headers if name.lower() != b"content-length"]
+    if length is not None:
+        kept.append((b"content-length", str(length).encode()))
+    return kept
+
+
 def header_value(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     """The first value of ``name`` (lower-case) in a raw header list."""
     for key, value in headers:

@@ -13,12 +13,12 @@ Python's integers) has no ``payload``; ``scan`` still finds its top-level ``"mod
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import anyio.to_thread
 from starlette.types import Receive, Scope, Send
 
+from .jsonutil import dump_json, parse_json_object
 from .model_scan import ModelScan, scan_model_async
 from .proxy import BodyTooLarge, ClientDisconnected, body_too_large, declared_length, stream_body
 
@@ -85,17 +85,3 @@ async def read_request_body(scope: Scope, receive: Receive, send: Send, limit: i
     except ClientDisconnected:
         pass
     return None
-
-
-def parse_json_object(text: str | bytes) -> dict[str, Any] | None:
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def dump_json(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

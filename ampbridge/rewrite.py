@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .headers import header_value
+from .headers import header_value, with_content_length
+from .jsonutil import dump_json
 from .models import WireFormat
-from .request_body import dump_json
 
 # --- requests ------------------------------------------------------------------------------
 
@@ -290,7 +289,7 @@ class RewritingSend:
             await self.send(message)
         elif content_type.startswith(b"text/event-stream"):
             self.mode, self.sse = "sse", SseRewriter(self.fixer)
-            await self.send({**message, "headers": _with_content_length(headers, None)})
+            await self.send({**message, "headers": with_content_length(headers, None)})
         elif b"json" in content_type:
             self.mode, self.start = "json", message
         else:
@@ -342,18 +341,8 @@ class RewritingSend:
                 value = None
             if value is not None and self.fixer.fix(value):
                 body = dump_json(value)
-                headers = _with_content_length(self.start.get("headers", []), len(body))
+                headers = with_content_length(self.start.get("headers", []), len(body))
                 self.start = {**self.start, "headers": headers}
         start, self.start = self.start, None
         await self.send(start)
         await self.send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-def _with_content_length(
-    headers: Iterable[tuple[bytes, bytes]], length: int | None
-) -> list[tuple[bytes, bytes]]:
-    """``headers`` without any ``Content-Length`` (any case), plus one of ``length`` if given."""
-    kept = [(name, value) for name, value in headers if name.lower() != b"content-length"]
-    if length is not None:
-        kept.append((b"content-length", str(length).encode()))
-    return kept

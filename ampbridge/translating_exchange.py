@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from .fallback import replay
 from .headers import RawHeaders
-from .request_body import dump_json
+from .jsonutil import dump_json
 from .routes import Endpoint
 from .translate import Dialect, ReplyTranslator, TranslatingSend, translate_request
 

@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 from ampbridge.credentials import CREDENTIAL_HEADERS, scrub_query
 from ampbridge.headers import HOP_BY_HOP, connection_named, scrub_request_headers
+from ampbridge.jsonutil import parse_json_object
 from ampbridge.models import split_thinking_suffix
 from ampbridge.provider_alias import parse_provider_call
-from ampbridge.request_body import RequestBody, parse_json_object
+from ampbridge.request_body import RequestBody
 from ampbridge.safe_paths import is_safe_path
 
 from .conftest import provider_settings

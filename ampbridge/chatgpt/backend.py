@@ -22,8 +22,9 @@ import anyio.abc
 import httpx
 from starlette.types import Receive, Scope, Send
 
+from ..jsonutil import dump_json
 from ..models import split_thinking_suffix
-from ..request_body import dump_json, read_request_body
+from ..request_body import read_request_body
 from .accounts import RELOGIN_HINT, Account, AccountPool, AccountUnavailable
 from .credentials import Tokens
 from .dialect import (
