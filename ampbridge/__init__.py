@@ -4,8 +4,9 @@ Model calls for models you serve are answered locally; everything else goes to t
 The parts are pure-ASGI middlewares that can be stacked around any ASGI app.
 """
 
-from .application import app
+from .application import AmpApp, app
 from .client_keys import ClientKeyAuth
+from .cross_site import CrossSiteGate
 from .fallback import AmpFallback
 from .gzip_unwrap import GzipUnwrap
 from .localhost import LocalhostOnly, is_loopback_peer
@@ -13,13 +14,16 @@ from .mapping import RouteDecision
 from .models import LocalModels, WireFormat
 from .provider_alias import ProviderAlias, ProviderCall
 from .settings import ConfigError, ModelMapping, ProviderConfig, Settings, load_settings
+from .trusted_hosts import TrustedHosts
 from .upstream import AmpUpstream
 
 __all__ = [
+    "AmpApp",
     "AmpFallback",
     "AmpUpstream",
     "ClientKeyAuth",
     "ConfigError",
+    "CrossSiteGate",
     "GzipUnwrap",
     "LocalModels",
     "LocalhostOnly",
@@ -29,6 +33,7 @@ __all__ = [
     "ProviderConfig",
     "RouteDecision",
     "Settings",
+    "TrustedHosts",
     "WireFormat",
     "app",
     "is_loopback_peer",
