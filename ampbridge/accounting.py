@@ -160,7 +160,6 @@ _READERS: dict[str, Callable[[], _AnthropicUsage | _LastUsage]] = {
     Dialect.RESPONSES: lambda: _LastUsage(_openai_responses),
     Dialect.GEMINI: lambda: _LastUsage(_gemini),
 }
-DIALECTS = frozenset(_READERS)
 
 
 def _parse(data: bytes) -> Any:

@@ -136,10 +136,6 @@ class ActorAdmission:
     by: AdmittedBy
     client_key: str | None = field(default=None, repr=False)
 
-    @property
-    def admitted(self) -> bool:
-        return self.by is not AdmittedBy.REFUSED
-
 
 def _matching_client_key(candidate: str | None, client_keys: Collection[str]) -> str | None:
     if not candidate:

@@ -16,7 +16,10 @@ from starlette.types import Send
 from .accounting import ReplyOutcome, UsageWatchingSend
 from .fallback import ModelCall
 from .ledger import UsageLedger, UsageRow
+from .mapping import RouteDecision
 from .metrics import Metrics
+
+_LOCAL = frozenset({RouteDecision.LOCAL, RouteDecision.MAPPED})
 
 
 def client_label(client_key: str | None) -> str:
@@ -36,6 +39,8 @@ class CallWatch:
             self.metrics.observe_call(
                 decision=call.decision, provider=call.provider, model=call.requested, outcome=outcome
             )
+            if call.decision in _LOCAL and outcome.status in (502, 504):
+                self.metrics.backend_error(call.provider, f"status_{outcome.status}")
             if self.ledger is not None:
                 row = UsageRow.of_call(
                     outcome,

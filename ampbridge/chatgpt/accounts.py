@@ -44,7 +44,6 @@ class Account:
     record: AccountRecord
     lock: anyio.Lock = field(default_factory=anyio.Lock)
     cooldown_until: float = 0.0
-    cooldown_reason: str = ""
     cached: tuple[tuple[int, int], Tokens] | None = field(default=None, repr=False)
 
     @property
@@ -128,7 +127,7 @@ class AccountPool:
         return min(waits) if waits else None
 
     def cool_down(self, account: Account, until: float, reason: str) -> None:
-        account.cooldown_until, account.cooldown_reason = until, reason
+        account.cooldown_until = until
         logger.warning(
             "chatgpt account %s: %s; cooling down for %.0f s", account.name, reason, until - self.clock()
         )
