@@ -19,7 +19,6 @@ from typing import Any
 
 import anyio
 import httpx
-import sniffio
 from starlette.types import Receive, Send
 
 from .actors import RoutingTokenSource, is_loopback_host
@@ -186,11 +185,16 @@ class Runtime:
         await send({"type": "lifespan.shutdown.complete"})
 
     def _start_detached_jobs(self) -> None:
-        """Without a lifespan, the jobs run as a task of the server's event loop."""
-        if self._jobs_running or sniffio.current_async_library() != "asyncio":
+        """Without a lifespan, the jobs run as a task of the server's event loop (asyncio's: under
+        another event loop they wait for a lifespan)."""
+        if self._jobs_running:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
             return
         self._jobs_running = True
-        self._detached_jobs = asyncio.get_running_loop().create_task(run_jobs(self.jobs()))
+        self._detached_jobs = loop.create_task(run_jobs(self.jobs()))
 
     async def aclose(self) -> None:
         """Stop detached jobs and close the shared client (for hosts that manage it by hand)."""
