@@ -26,12 +26,19 @@ THREAD_THRESHOLD = 1 << 20  # bodies larger than this are parsed in a worker thr
 
 
 class RequestBody:
-    __slots__ = ("_raw", "_text", "payload")
+    __slots__ = ("_raw", "_scanned", "_text", "payload")
 
-    def __init__(self, raw: bytes | None, text: str | None, payload: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        raw: bytes | None,
+        text: str | None,
+        payload: dict[str, Any] | None,
+        scanned: ModelScan | None = None,
+    ) -> None:
         self._raw = raw
         self._text = text
         self.payload = payload  # the JSON object, when the body is one
+        self._scanned = scanned  # the scan already made of a large body
 
     @classmethod
     async def read(cls, receive: Receive, limit: int) -> RequestBody:
@@ -48,14 +55,16 @@ class RequestBody:
             return cls(None, text, parse_json_object(text))
         # A large body is parsed off the event loop, and only when a scan (bounded memory) shows
         # it is a JSON object: a huge array of small values would take many times its size.
-        looks_like_object = (await scan_model_async(raw, thread_threshold=THREAD_THRESHOLD)).is_object
+        scanned = await scan_model_async(raw, thread_threshold=THREAD_THRESHOLD)
         del raw
-        payload = await anyio.to_thread.run_sync(parse_json_object, text) if looks_like_object else None
-        return cls(None, text, payload)
+        payload = await anyio.to_thread.run_sync(parse_json_object, text) if scanned.is_object else None
+        return cls(None, text, payload, scanned)
 
     async def scan(self) -> ModelScan:
         """The top-level ``"model"`` found by a streaming scan: for a body ``json`` could not
         read (not JSON, or a number over Python's digit limit). The body is kept."""
+        if self._scanned is not None:
+            return self._scanned
         raw = self._raw if self._raw is not None else (self._text or "").encode("utf-8")
         return await scan_model_async(raw, thread_threshold=THREAD_THRESHOLD)
 
