@@ -27,7 +27,7 @@ from .backend import Backend
 from .chatgpt_provider import ChatGPTProvider, is_chatgpt
 from .errors import refuse
 from .fallback import replay
-from .headers import header_value, scrub_request_headers
+from .headers import header_value, scrub_request_headers, with_content_length
 from .http_client import SharedClient
 from .models import WireFormat, describe_model, split_thinking_suffix
 from .provider_alias import ProviderCall, route_path
@@ -316,8 +316,7 @@ class LocalBackends:
         if body.payload is not None and "model" in body.payload:
             body.payload["model"] = served
             data = body.take_rewritten()
-            headers = [(n, v) for n, v in scope["headers"] if n.lower() != b"content-length"]
-            renamed_scope["headers"] = [*headers, (b"content-length", str(len(data)).encode())]
+            renamed_scope["headers"] = with_content_length(scope["headers"], len(data))
         else:
             data = body.take_bytes()
         receive = replay(data, receive)

@@ -17,7 +17,7 @@ import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import error_body
+from .errors import error_body, send_json
 from .headers import header_value
 
 
@@ -39,14 +39,7 @@ class BrowserRedirect:
         location = self.origin + raw_path + (b"?" + query if query else b"")
         status = 302 if scope.get("method") in ("GET", "HEAD") else 307
         body = error_body("moved", "This page lives on the Amp upstream's own site")
-        headers = [
-            (b"location", location),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"cache-control", b"no-store"),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, status, body, [(b"location", location), (b"cache-control", b"no-store")])
 
 
 def own_origin(scope: Scope) -> bytes | None:

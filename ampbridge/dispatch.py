@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .actors import RoutingTokenSource, is_loopback_host
-from .errors import refuse
+from .errors import refuse, send_json
 from .headers import header_value
 from .ledger import UsageLedger
 from .metrics import Metrics
@@ -30,10 +30,7 @@ UNAVAILABLE = "amp upstream proxy not available"
 
 async def healthz(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "http":
-        body = b'{"status":"ok"}'
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"15")]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, 200, b'{"status":"ok"}')
     else:
         await refuse(scope, receive, send, 404, "not_found", "No WebSocket here")
 

@@ -8,6 +8,7 @@ handshake gets the same status and JSON body as an HTTP request would (through t
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
@@ -26,16 +27,24 @@ def error_response(status: int, error: str, message: str | None = None) -> JSONR
     return JSONResponse(body, status_code=status)
 
 
+async def send_json(
+    send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    """One whole JSON reply: a start with its length, then the body."""
+    start = [*JSON_HEADERS, (b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def refuse(
     scope: Scope, receive: Receive, send: Send, status: int, error: str, message: str | None = None
 ) -> None:
     """Answer ``scope`` with ``status`` and a JSON error, whatever its type (HTTP or WebSocket)."""
     body = error_body(error, message)
-    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
     if scope["type"] == "http":
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, status, body)
     elif scope["type"] == "websocket":
+        headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
         if "websocket.http.response" in scope.get("extensions", {}):
             await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
             await send({"type": "websocket.http.response.body", "body": body})

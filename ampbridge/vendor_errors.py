@@ -18,7 +18,7 @@ import json
 
 from starlette.types import Send
 
-from .errors import error_body
+from .errors import error_body, send_json
 from .models import WireFormat
 
 CONTENT_TYPE = b"application/json"
@@ -74,7 +74,4 @@ async def send_vendor_error(
     send: Send, wire_format: WireFormat | None, status: int, code: str, message: str
 ) -> None:
     """Answer an HTTP request with ``vendor_error(...)``: one start and one body message."""
-    body = vendor_error(wire_format, status, code, message)
-    headers = [(b"content-type", CONTENT_TYPE), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_json(send, status, vendor_error(wire_format, status, code, message))

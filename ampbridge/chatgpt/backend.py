@@ -22,6 +22,7 @@ import anyio.abc
 import httpx
 from starlette.types import Receive, Scope, Send
 
+from ..errors import send_json
 from ..jsonutil import dump_json
 from ..models import split_thinking_suffix
 from ..request_body import read_request_body
@@ -122,21 +123,21 @@ class ChatGPTBackend:
         if scope["type"] != "http":
             return
         if scope["path"] != RESPONSES_PATH:
-            await _answer(send, 404, openai_error(f"no route {scope['path']}", "invalid_request_error"))
+            await send_json(send, 404, openai_error(f"no route {scope['path']}", "invalid_request_error"))
             return
         if scope["method"] != "POST":
-            await _answer(send, 405, openai_error("use POST", "invalid_request_error"))
+            await send_json(send, 405, openai_error("use POST", "invalid_request_error"))
             return
         body = await read_request_body(scope, receive, send, self.max_body_size)
         if body is None:
             return
         if body.payload is None:
-            await _answer(send, 400, openai_error("the body is not a JSON object", "invalid_request_error"))
+            await send_json(send, 400, openai_error("the body is not a JSON object", "invalid_request_error"))
             return
         try:
             reshaped = reshape_request(body.payload, session_hint=_session_hint(scope))
         except DialectError as error:
-            await _answer(send, 400, openai_error(str(error), "invalid_request_error"))
+            await send_json(send, 400, openai_error(str(error), "invalid_request_error"))
             return
         body.payload = None
         await self._serve(reshaped, receive, send)
@@ -161,7 +162,7 @@ class ChatGPTBackend:
         if retry_after is not None and (last is None or last.status == 429):
             seconds = max(1, int(retry_after + 0.999))
             message = last.message if last is not None else "every ChatGPT account is cooling down"
-            await _answer(
+            await send_json(
                 send,
                 429,
                 openai_error(
@@ -170,9 +171,9 @@ class ChatGPTBackend:
                 [(b"retry-after", str(seconds).encode())],
             )
         elif last is not None:
-            await _answer(send, last.status, openai_error(last.message, last.type, last.code))
+            await send_json(send, last.status, openai_error(last.message, last.type, last.code))
         elif not any(self.pool.offers(a, call.model) for a in self.pool.accounts()):
-            await _answer(
+            await send_json(
                 send,
                 404,
                 openai_error(
@@ -182,7 +183,7 @@ class ChatGPTBackend:
                 ),
             )
         else:
-            await _answer(
+            await send_json(
                 send,
                 503,
                 openai_error(
@@ -243,7 +244,7 @@ class ChatGPTBackend:
         moved = self._account_problem(account, error)
         if moved is not None:
             return moved
-        await _answer(send, error.status, openai_error(error.message, error.type, error.code))
+        await send_json(send, error.status, openai_error(error.message, error.type, error.code))
         return None
 
     def _account_problem(self, account: Account, error: UpstreamError) -> _MoveOn | None:
@@ -348,9 +349,9 @@ class ChatGPTBackend:
             pass  # what arrived is judged below: without a completed event it is an error
         result = assembler.result()
         if isinstance(result, UpstreamError):
-            await _answer(send, result.status, openai_error(result.message, result.type, result.code))
+            await send_json(send, result.status, openai_error(result.message, result.type, result.code))
         else:
-            await _answer(send, 200, dump_json(result))
+            await send_json(send, 200, dump_json(result))
 
 
 def _session_hint(scope: Scope) -> str | None:
@@ -358,20 +359,3 @@ def _session_hint(scope: Scope) -> str | None:
         if name in (b"session_id", b"session-id", b"x-amp-thread-id"):
             return str(value.decode("latin-1"))
     return None
-
-
-async def _answer(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
