@@ -19,7 +19,7 @@ from typing import Protocol
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import scope_keys
-from .headers import RawHeaders
+from .headers import RawHeaders, with_content_length
 from .mapping import ModelMapper, RouteDecision, decide
 from .models import LocalModelsLike, WireFormat, as_local_models, describe_model, model_to_send
 from .provider_alias import ProviderCall, provider_call
@@ -53,18 +53,13 @@ def local_headers(headers: RawHeaders, body_length: int | None) -> RawHeaders:
     the length of a rewritten body."""
     result: RawHeaders = []
     for name, value in headers:
-        lower = name.lower()
-        if lower == b"anthropic-beta":
+        if name.lower() == b"anthropic-beta":
             kept = [v.strip() for v in value.split(b",") if v.strip() and v.strip() not in DROPPED_BETAS]
             if kept:
                 result.append((name, b",".join(kept)))
-        elif lower == b"content-length" and body_length is not None:
-            continue
         else:
             result.append((name, value))
-    if body_length is not None:
-        result.append((b"content-length", str(body_length).encode()))
-    return result
+    return result if body_length is None else with_content_length(result, body_length)
 
 
 @dataclass(frozen=True, slots=True)
