@@ -388,7 +388,7 @@ class LocalBackends:
             headers.extend(backend.auth)
             raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
             exchange = Exchange(
-                self.shared.client_for(backend.proxy_url),
+                self.shared.route_for(backend.proxy_url),
                 url=backend.url(raw_path, scope.get("query_string", b"")),
                 headers=headers,
                 max_body_size=self.max_body_size,

@@ -1,27 +1,25 @@
-"""An httpx transport whose cost per request does not grow with the number of connections, and
-which never sends a model call twice.
+"""An httpx transport for direct HTTP/1.1 connections, cheap per request, that never sends a model
+call twice.
 
-httpx's default pool (httpcore's) scans every connection on every request; with a few dozen
-concurrent streams that scan dominates ampbridge's CPU time. This transport keeps the idle
-connections of each origin on a stack: a request takes the most recently used one (checking only
-that one), and returns it when its response is closed.
+Every model call and every forwarded request goes out through here, so its cost per request is
+ampbridge's floor. httpx's default transport (httpcore and h11) parses in pure Python and goes
+through anyio locks and cancel scopes on every request and every read; under load that was about
+40% of ampbridge's CPU time. This transport speaks HTTP/1.1 itself: each connection is an asyncio
+protocol whose replies are parsed by httptools (llhttp, the parser uvicorn uses for the requests
+coming in), a read of data already received returns at once, and a wait arms one timer.
 
-A request goes out a second time, on a new connection, only when it is certain the first attempt
-delivered nothing: the kept connection was found closed before anything was written, or the very
-first write of the request failed. A request whose connection dies after it was written is a
-failure for the caller (the backend may have started a paid model call), never a replay.
+Idle connections of each origin are kept on a stack: a request takes the most recently used one,
+and the oldest is retired once it has been idle ``keepalive_expiry`` seconds. A connection the
+server closed while idle is known from the protocol's callbacks and never reused.
 
-Its connections read and write through ``LoopNetworkBackend``, an httpcore network backend on
-asyncio's protocol API. httpcore's default backend goes through anyio and arms a cancel scope
-(``fail_after``) around every socket read and write; under a few dozen concurrent streams that was
-a fifth of ampbridge's CPU time. Here a read of data already received returns at once, a read
-that has to wait arms one timer on the event loop, and an idle connection that the server closed
-is known from the protocol's callbacks, without a ``select`` call.
+A request goes out a second time, on a new connection, only when nothing of it can have left this
+machine: its connection turned out closed before the first byte was written. A connection that
+dies after the request was written is a failure for the caller (the backend may have started a
+paid model call), never a replay.
 
-It is built on public APIs only: ``httpx.AsyncBaseTransport`` outside, httpcore's
-``AsyncHTTPConnection``, its ``trace`` extension and ``AsyncNetworkBackend``/``AsyncNetworkStream``
-inside, so an httpx upgrade cannot silently swap it out. It makes direct connections; proxied
-routes use httpx's own transport.
+It is an ``httpx.AsyncBaseTransport``: callers build ``httpx.Request`` objects and get
+``httpx.Response`` objects whose stream is read as any other. Proxied routes use httpx's own
+transport.
 """
 
 from __future__ import annotations
@@ -29,45 +27,25 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any, cast
 
-import httpcore
+import httptools
 import httpx
 
-OriginKey = tuple[bytes, bytes, int]
-Trace = Callable[[str, dict[str, Any]], Awaitable[None]]
+OriginKey = tuple[str, str, int]
 
-# httpcore's errors and the httpx errors callers catch, most specific first.
-_ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
-    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
-    (httpcore.ReadTimeout, httpx.ReadTimeout),
-    (httpcore.WriteTimeout, httpx.WriteTimeout),
-    (httpcore.PoolTimeout, httpx.PoolTimeout),
-    (httpcore.TimeoutException, httpx.TimeoutException),
-    (httpcore.ConnectError, httpx.ConnectError),
-    (httpcore.ReadError, httpx.ReadError),
-    (httpcore.WriteError, httpx.WriteError),
-    (httpcore.NetworkError, httpx.NetworkError),
-    (httpcore.ProxyError, httpx.ProxyError),
-    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
-    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
-    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
-    (httpcore.ProtocolError, httpx.ProtocolError),
-)
-
-
-@contextmanager
-def httpx_errors() -> Iterator[None]:
-    """Raise httpcore's errors as the httpx errors the rest of ampbridge catches."""
-    try:
-        yield
-    except Exception as error:
-        for theirs, ours in _ERRORS:
-            if isinstance(error, theirs):
-                raise ours(str(error)) from error
-        raise
+# A connection stops reading from its socket while this much is received and not yet read.
+READ_HIGH_WATER = 256 * 1024
+READ_LOW_WATER = 64 * 1024
+# A request body is written in slices of at most this size, waiting for the socket in between,
+# so a large body held in memory is never copied whole into a send buffer.
+WRITE_SLICE = 256 * 1024
+# A body up to this size goes out in the same write as the request head (one system call).
+JOINED_BODY = 16 * 1024
+# A reply whose head is not complete after this many bytes is refused (llhttp sets no bound).
+MAX_HEAD = 64 * 1024
+_CHUNKED_END = b"0\r\n\r\n"
 
 
 class StackPoolTransport(httpx.AsyncBaseTransport):
@@ -79,259 +57,380 @@ class StackPoolTransport(httpx.AsyncBaseTransport):
         keepalive_expiry: float,
         max_idle_per_origin: int,
         ssl_context: ssl.SSLContext | None = None,
-        network_backend: httpcore.AsyncNetworkBackend | None = None,
     ) -> None:
         self.ssl_context = ssl_context or httpx.create_ssl_context(trust_env=False)
         self.keepalive_expiry = keepalive_expiry
         self.max_idle_per_origin = max_idle_per_origin
-        self.network_backend = network_backend or LoopNetworkBackend()
-        self.idle: dict[OriginKey, list[httpcore.AsyncHTTPConnection]] = {}
-        self.busy: set[httpcore.AsyncHTTPConnection] = set()
+        self.idle: dict[OriginKey, collections.deque[Connection]] = {}
+        self.busy: set[Connection] = set()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        core_request = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
-        with httpx_errors():
-            response, connection, origin = await self._send(core_request, _replayable(request))
-        return httpx.Response(
-            status_code=response.status,
-            headers=response.headers,
-            stream=_ReleasingStream(response.stream, self, connection, origin),
-            extensions=response.extensions,
-        )
-
-    async def _send(
-        self, request: httpcore.Request, may_retry: bool
-    ) -> tuple[httpcore.Response, httpcore.AsyncHTTPConnection, OriginKey]:
-        origin = request.url.origin
-        key = (origin.scheme, origin.host, origin.port)
-        caller_trace: Trace | None = request.extensions.get("trace")
+        scheme = url.scheme
+        if scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}", request=request)
+        host = url.raw_host.decode("ascii")
+        key = (scheme, host, url.port or (443 if scheme == "https" else 80))
+        timeouts: dict[str, float | None] = request.extensions.get("timeout") or {}
+        head = request_head(request)
+        chunked = _is_chunked(request.headers.raw)
+        head_only = request.method == "HEAD"
+        may_retry = isinstance(request.stream, httpx.ByteStream)  # a streamed body is gone once sent
         while True:
-            connection = await self._checkout(key) or self._new_connection(origin)
-            attempt = _FirstWrite(caller_trace)
-            if may_retry:  # only a request that may go again needs watching
-                request.extensions = {**request.extensions, "trace": attempt}
+            connection = self._checkout(key) or await self._connect(key, timeouts.get("connect"))
             self.busy.add(connection)
             try:
-                return await connection.handle_async_request(request), connection, key
-            except httpcore.ConnectionNotAvailable:
+                await connection.send_request(head, request.stream, chunked, head_only, timeouts.get("write"))
+                status, headers, reason, version = await connection.read_head(timeouts.get("read"))
+            except NothingSent:
                 self.busy.discard(connection)
-                continue  # it closed before anything was written: take another
-            except (httpcore.RemoteProtocolError, httpcore.ReadError, httpcore.WriteError):
-                self.busy.discard(connection)
-                await connection.aclose()
-                if attempt.failed and may_retry:
-                    may_retry = False  # nothing of it left this machine: once, on a new connection
+                connection.close()
+                if may_retry:
+                    may_retry = False  # once, on a new connection
                     continue
-                raise
+                raise httpx.WriteError("the connection closed before the request was sent") from None
             except BaseException:
                 self.busy.discard(connection)
-                await connection.aclose()
+                connection.close()
                 raise
+            stream = ResponseStream(self, connection, key, timeouts.get("read"))
+            return httpx.Response(
+                status_code=status,
+                headers=headers,
+                stream=stream,
+                extensions={"http_version": version, "reason_phrase": reason},
+            )
 
-    def _new_connection(self, origin: httpcore.Origin) -> httpcore.AsyncHTTPConnection:
-        return httpcore.AsyncHTTPConnection(
-            origin,
-            ssl_context=self.ssl_context,
-            keepalive_expiry=self.keepalive_expiry,
-            network_backend=self.network_backend,
-        )
-
-    async def _checkout(self, origin: OriginKey) -> httpcore.AsyncHTTPConnection | None:
-        """The most recently used idle connection that still works. A connection the server has
-        closed reads as ready while idle, so ``has_expired`` retires it before it is written to;
-        the oldest idle one is retired on the way once it expires."""
-        stack = self.idle.get(origin)
+    def _checkout(self, key: OriginKey) -> Connection | None:
+        """The most recently used idle connection that still works; the oldest one is retired on
+        the way once it has expired."""
+        stack = self.idle.get(key)
+        if not stack:
+            return None
+        now = asyncio.get_running_loop().time()
+        while len(stack) > 1 and stack[0].expires_at <= now:
+            stack.popleft().close()
         while stack:
-            if len(stack) > 1 and stack[0].has_expired():
-                await stack.pop(0).aclose()
-                continue
             connection = stack.pop()
-            if connection.is_available() and not connection.has_expired():
+            if connection.reusable() and connection.expires_at > now:
                 return connection
-            await connection.aclose()
+            connection.close()
         return None
 
-    async def release(self, connection: httpcore.AsyncHTTPConnection, origin: OriginKey) -> None:
+    async def _connect(self, key: OriginKey, limit: float | None) -> Connection:
+        scheme, host, port = key
+        loop = asyncio.get_running_loop()
+        connection = Connection(loop)
+        secure = scheme == "https"
+        try:
+            async with asyncio.timeout(limit):
+                await loop.create_connection(
+                    lambda: connection,
+                    host,
+                    port,
+                    ssl=self.ssl_context if secure else None,
+                    server_hostname=host if secure else None,
+                )
+        except TimeoutError as error:
+            raise httpx.ConnectTimeout(f"timed out connecting to {host}:{port}") from error
+        except (OSError, ssl.SSLError) as error:
+            raise httpx.ConnectError(str(error) or type(error).__name__) from error
+        return connection
+
+    def release(self, connection: Connection, key: OriginKey) -> None:
+        """Take back a connection whose response has been read to the end (or close it)."""
         self.busy.discard(connection)
-        stack = self.idle.setdefault(origin, [])
-        if connection.is_idle() and len(stack) < self.max_idle_per_origin:
+        stack = self.idle.setdefault(key, collections.deque())
+        if connection.reusable() and len(stack) < self.max_idle_per_origin:
+            connection.expires_at = connection.loop.time() + self.keepalive_expiry
             stack.append(connection)
         else:
-            await connection.aclose()
+            connection.close()
+
+    def discard(self, connection: Connection) -> None:
+        self.busy.discard(connection)
+        connection.close()
 
     async def aclose(self) -> None:
         connections = [c for stack in self.idle.values() for c in stack] + list(self.busy)
         self.idle.clear()
         self.busy.clear()
         for connection in connections:
-            await connection.aclose()
+            connection.close()
 
 
-def _replayable(request: httpx.Request) -> bool:
-    """Only a body held in memory can be sent a second time (a streamed one is gone)."""
-    return isinstance(request.stream, httpx.ByteStream)
+class NothingSent(Exception):
+    """The connection was found closed before any byte of the request was written."""
 
 
-class _FirstWrite:
-    """httpcore's ``trace`` hook for one attempt: notes whether the first write of the request
-    (its header block) raised, which means no byte of the request went out. httpcore goes on to
-    read after a failed write, so the error the caller sees comes later and cannot tell this."""
-
-    def __init__(self, caller_trace: Trace | None) -> None:
-        self.caller_trace = caller_trace
-        self.failed = False
-
-    async def __call__(self, event: str, info: dict[str, Any]) -> None:
-        if event.endswith(".send_request_headers.failed"):
-            self.failed = True
-        if self.caller_trace is not None:
-            await self.caller_trace(event, info)
+def request_head(request: httpx.Request) -> bytes:
+    """The request line and header block. A name or value holding a line break is refused: it
+    would let a header smuggle in a second request."""
+    lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), request.url.raw_path)]
+    lines += [b"%s: %s" % pair for pair in request.headers.raw]
+    head = b"\r\n".join(lines) + b"\r\n\r\n"
+    expected = len(lines) + 1
+    if head.count(b"\n") != expected or head.count(b"\r") != expected or b"\0" in head:
+        raise httpx.LocalProtocolError("a request header holds a line break or NUL")
+    return head
 
 
-class _ReleasingStream(httpx.AsyncByteStream):
-    """The response body; closing it hands the connection back to the pool."""
-
-    def __init__(
-        self,
-        stream: Any,
-        pool: StackPoolTransport,
-        connection: httpcore.AsyncHTTPConnection,
-        origin: OriginKey,
-    ) -> None:
-        self.stream = stream
-        self.pool = pool
-        self.connection = connection
-        self.origin = origin
-        self.released = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        with httpx_errors():
-            async for chunk in self.stream:
-                yield chunk
-
-    async def aclose(self) -> None:
-        if self.released:
-            return
-        self.released = True
-        try:
-            if hasattr(self.stream, "aclose"):
-                with httpx_errors():
-                    await self.stream.aclose()
-        finally:
-            await self.pool.release(self.connection, self.origin)
+def _is_chunked(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(
+        name.lower() == b"transfer-encoding" and b"chunked" in value.lower() for name, value in headers
+    )
 
 
-# A connection stops reading from its socket while this much is received and not yet read.
-READ_HIGH_WATER = 256 * 1024
-READ_LOW_WATER = 64 * 1024
-
-
-class LoopNetworkBackend(httpcore.AsyncNetworkBackend):
-    """TCP connections (and TLS on them) as asyncio protocols, for httpcore's connections."""
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
-        protocol = _ReadBuffer(loop)
-        try:
-            async with asyncio.timeout(timeout):
-                await loop.create_connection(
-                    lambda: protocol, host, port, local_addr=(local_address, 0) if local_address else None
-                )
-        except TimeoutError as error:
-            raise httpcore.ConnectTimeout(str(error)) from error
-        except OSError as error:
-            raise httpcore.ConnectError(str(error)) from error
-        stream = LoopStream(protocol)
-        sock = stream.get_extra_info("socket")
-        for option in socket_options or ():
-            sock.setsockopt(*option)
-        return stream
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.UnsupportedProtocol("unix sockets are not used by ampbridge")
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-class _ReadBuffer(asyncio.Protocol):
-    """What a connection has received and not yet read, and whether its socket can take more."""
+class Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection: writes a request, parses its response as it arrives."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.transport: asyncio.Transport | None = None
+        self.expires_at = 0.0
+        self.ended = False  # EOF received, or the connection lost
+        self.lost: Exception | None = None
+        self.error: httpx.TransportError | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.drain: asyncio.Future[None] | None = None
+        self.reading_paused = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self.parser: httptools.HttpResponseParser | None = None
+        self.status = 0
+        self.version = "1.1"
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.framed = False  # the reply says where its body ends (length, chunks, or no body)
+        self.interim = False  # a 1xx reply is being parsed: skipped
+        self.head_only = False
+        self.head_done = False
+        self.head_size = 0
+        self.complete = False
+        self.keep_alive = False
         self.chunks: collections.deque[bytes] = collections.deque()
         self.size = 0
-        self.ended = False  # EOF received or connection lost
-        self.lost: Exception | None = None
-        self.reading_paused = False
-        self.data_waiter: asyncio.Future[None] | None = None
-        self.drain_waiter: asyncio.Future[None] | None = None
+
+    # --- asyncio's callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
-        self.chunks.append(data)
-        self.size += len(data)
-        if self.size > READ_HIGH_WATER and not self.reading_paused and self.transport is not None:
-            self.reading_paused = True
-            self.transport.pause_reading()
-        self._wake_reader()
+        parser = self.parser
+        if parser is None:  # nothing was asked: a server talking out of turn cannot be trusted
+            self.keep_alive = False
+            self.close()
+            return
+        try:
+            parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as error:
+            if not self.complete:  # bytes after a whole reply cost only the connection
+                self.error = httpx.RemoteProtocolError(f"malformed reply: {error or type(error).__name__}")
+            self.close()
+        if not self.head_done:
+            self.head_size += len(data)
+            if self.head_size > MAX_HEAD:
+                self.error = httpx.RemoteProtocolError(f"the reply's head is over {MAX_HEAD} bytes")
+                self.close()
+        self._wake()
 
     def eof_received(self) -> bool:
-        self.ended = True
-        self._wake_reader()
+        self._end(None)
         return False  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.ended = True
-        self.lost = exc
-        self._wake_reader()
-        if self.drain_waiter is not None and not self.drain_waiter.done():
-            self.drain_waiter.set_result(None)
+        self._end(exc)
+        drain = self.drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
 
     def pause_writing(self) -> None:
-        if self.drain_waiter is None or self.drain_waiter.done():
-            self.drain_waiter = self.loop.create_future()
+        if self.drain is None or self.drain.done():
+            self.drain = self.loop.create_future()
 
     def resume_writing(self) -> None:
-        if self.drain_waiter is not None and not self.drain_waiter.done():
-            self.drain_waiter.set_result(None)
+        if self.drain is not None and not self.drain.done():
+            self.drain.set_result(None)
 
-    def _wake_reader(self) -> None:
-        if self.data_waiter is not None and not self.data_waiter.done():
-            self.data_waiter.set_result(None)
+    def _end(self, exc: Exception | None) -> None:
+        self.ended = True
+        if exc is not None and self.lost is None:
+            self.lost = exc
+        if self.head_done and not self.complete and not self.framed:  # the body ran to the close
+            self.complete = True
+            self.keep_alive = False
+        self._wake()
 
-    def take(self, max_bytes: int) -> bytes:
-        chunk = self.chunks.popleft()
-        if len(chunk) > max_bytes:
-            self.chunks.appendleft(chunk[max_bytes:])
-            chunk = chunk[:max_bytes]
-        self.size -= len(chunk)
-        if self.reading_paused and self.size <= READ_LOW_WATER and self.transport is not None:
-            self.reading_paused = False
-            self.transport.resume_reading()
-        return chunk
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # --- httptools' callbacks
+
+    def on_status(self, reason: bytes) -> None:
+        if not self.complete:
+            self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.complete:  # a second reply nobody asked for: the connection is not reused
+            self.keep_alive = False
+            return
+        self.headers.append((name, value))
+        if not self.framed and name.lower() in (b"content-length", b"transfer-encoding"):
+            self.framed = True
+
+    def on_headers_complete(self) -> None:
+        if self.complete or self.parser is None:
+            return
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:  # an interim reply (100 Continue, 103 Early Hints): the real one follows
+            self.interim = True
+            self.reason, self.headers, self.framed = b"", [], False
+            return
+        self.status = status
+        self.version = self.parser.get_http_version()
+        self.head_done = True
+        if status in (204, 304):
+            self.framed = True
+        if self.head_only:  # its length describes a body that is not sent: done, and not reused
+            self.complete = True
+            self.parser = None
+
+    def on_body(self, body: bytes) -> None:
+        if self.complete:
+            return
+        self.chunks.append(body)
+        self.size += len(body)
+        if self.size > READ_HIGH_WATER and not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def on_message_complete(self) -> None:
+        if self.complete:
+            self.keep_alive = False
+            return
+        if self.interim:
+            self.interim = False
+            return
+        if self.parser is not None:
+            self.keep_alive = self.parser.should_keep_alive()
+        self.complete = True
+        self.parser = None  # anything after the reply is the server talking out of turn
+
+    # --- the caller's side
+
+    def reusable(self) -> bool:
+        transport = self.transport
+        return (
+            self.keep_alive
+            and not self.ended
+            and self.error is None
+            and transport is not None
+            and not transport.is_closing()
+        )
+
+    async def send_request(
+        self,
+        head: bytes,
+        body: AsyncIterable[bytes] | Any,
+        chunked: bool,
+        head_only: bool,
+        limit: float | None,
+    ) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.ended:
+            raise NothingSent
+        self._reset()
+        self.head_only = head_only
+        self.parser = httptools.HttpResponseParser(self)
+        pending = head
+        async for chunk in body:
+            if not chunk:
+                continue
+            if chunked:
+                chunk = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+            if len(pending) + len(chunk) <= JOINED_BODY:
+                pending += chunk
+                continue
+            if pending:
+                await self._write(pending, limit)
+                pending = b""
+            view = memoryview(chunk)
+            for start in range(0, len(view), WRITE_SLICE):
+                await self._write(view[start : start + WRITE_SLICE], limit)
+            if self.ended:  # the server answered early (say, 413) and closed: read that answer
+                return
+        if chunked:
+            pending += _CHUNKED_END
+        await self._write(pending, limit)
+
+    async def _write(self, data: bytes | memoryview, limit: float | None) -> None:
+        transport = self.transport
+        if self.ended or transport is None or transport.is_closing():
+            return  # the reply, or the error, is read next
+        transport.write(data)
+        drain = self.drain
+        if drain is not None and not drain.done():
+            await self._wait_for(drain, limit, httpx.WriteTimeout("timed out sending the request"))
+
+    async def read_head(self, limit: float | None) -> tuple[int, list[tuple[bytes, bytes]], bytes, bytes]:
+        while not self.head_done:
+            self._raise_if_failed("the server closed the connection without a reply")
+            await self._wait(limit)
+        return self.status, self.headers, self.reason, b"HTTP/" + self.version.encode("ascii")
+
+    async def body(self, limit: float | None) -> AsyncIterator[bytes]:
+        while True:
+            chunks = self.chunks
+            if chunks:
+                data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                self.size = 0
+                if self.reading_paused and self.transport is not None:
+                    self.reading_paused = False
+                    self.transport.resume_reading()
+                yield data
+            elif self.error is not None:
+                raise self.error
+            elif self.complete:
+                return
+            else:
+                self._raise_if_failed("the server closed the connection before the reply's end")
+                await self._wait(limit)
+
+    def _raise_if_failed(self, closed: str) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.ended:
+            if self.lost is not None:
+                raise httpx.ReadError(str(self.lost) or type(self.lost).__name__) from self.lost
+            raise httpx.RemoteProtocolError(closed)
+
+    async def _wait(self, limit: float | None) -> None:
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            waiter = self.waiter = self.loop.create_future()
+        await self._wait_for(waiter, limit, httpx.ReadTimeout("timed out waiting for the reply"))
+
+    async def _wait_for(
+        self, waiter: asyncio.Future[None], limit: float | None, timed_out: Exception
+    ) -> None:
+        if limit is None:
+            await waiter
+            return
+        timer = self.loop.call_later(limit, _expire, waiter, timed_out)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+
+    def close(self) -> None:
+        self.keep_alive = False
+        if self.transport is not None:
+            self.transport.close()
 
 
 def _expire(waiter: asyncio.Future[None], error: Exception) -> None:
@@ -339,87 +438,26 @@ def _expire(waiter: asyncio.Future[None], error: Exception) -> None:
         waiter.set_exception(error)
 
 
-class LoopStream(httpcore.AsyncNetworkStream):
-    """One connection, as httpcore reads and writes it."""
+class ResponseStream(httpx.AsyncByteStream):
+    """The response body; closing it hands a connection read to the end back to the pool."""
 
-    def __init__(self, protocol: _ReadBuffer) -> None:
-        self.protocol = protocol
+    def __init__(
+        self, pool: StackPoolTransport, connection: Connection, key: OriginKey, limit: float | None
+    ) -> None:
+        self.pool = pool
+        self.connection = connection
+        self.key = key
+        self.limit = limit
+        self.released = False
 
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
-        protocol = self.protocol
-        if not protocol.chunks and not protocol.ended:
-            await self._wait("data_waiter", timeout, httpcore.ReadTimeout("timed out reading"))
-        if protocol.chunks:
-            return protocol.take(max_bytes)
-        if protocol.lost is not None:
-            raise httpcore.ReadError(str(protocol.lost)) from protocol.lost
-        return b""
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        transport = self.protocol.transport
-        if not buffer:
-            return
-        if transport is None or transport.is_closing():
-            raise httpcore.WriteError("the connection is closed")
-        transport.write(buffer)
-        waiter = self.protocol.drain_waiter
-        if waiter is not None and not waiter.done():
-            await self._wait("drain_waiter", timeout, httpcore.WriteTimeout("timed out writing"))
-        if self.protocol.lost is not None:
-            raise httpcore.WriteError(str(self.protocol.lost)) from self.protocol.lost
-
-    async def _wait(self, which: str, limit: float | None, timed_out: Exception) -> None:
-        """Wait for the protocol's ``data_waiter`` or ``drain_waiter``; one timer when bounded."""
-        protocol = self.protocol
-        waiter: asyncio.Future[None] | None = getattr(protocol, which)
-        if waiter is None or waiter.done():
-            waiter = protocol.loop.create_future()
-            setattr(protocol, which, waiter)
-        timer = protocol.loop.call_later(limit, _expire, waiter, timed_out) if limit is not None else None
-        try:
-            await waiter
-        finally:
-            if timer is not None:
-                timer.cancel()
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.connection.body(self.limit)
 
     async def aclose(self) -> None:
-        if self.protocol.transport is not None:
-            self.protocol.transport.close()
-
-    async def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-    ) -> httpcore.AsyncNetworkStream:
-        protocol = self.protocol
-        assert protocol.transport is not None
-        try:
-            async with asyncio.timeout(timeout):
-                transport = await protocol.loop.start_tls(
-                    protocol.transport, protocol, ssl_context, server_hostname=server_hostname
-                )
-        except TimeoutError as error:
-            protocol.transport.close()
-            raise httpcore.ConnectTimeout(str(error)) from error
-        except (OSError, ssl.SSLError) as error:
-            protocol.transport.close()
-            raise httpcore.ConnectError(str(error)) from error
-        protocol.transport = cast(asyncio.Transport, transport)
-        return self
-
-    def get_extra_info(self, info: str) -> Any:
-        transport = self.protocol.transport
-        if info == "is_readable":  # an idle connection with something to read: the server closed it
-            return bool(self.protocol.chunks) or self.protocol.ended
-        if transport is None:
-            return None
-        if info == "ssl_object":
-            return transport.get_extra_info("ssl_object")
-        if info == "client_addr":
-            return transport.get_extra_info("sockname")
-        if info == "server_addr":
-            return transport.get_extra_info("peername")
-        if info == "socket":
-            return transport.get_extra_info("socket")
-        return None
+        if self.released:
+            return
+        self.released = True
+        if self.connection.complete:
+            self.pool.release(self.connection, self.key)
+        else:  # not read to the end: its remaining bytes would be taken for the next reply
+            self.pool.discard(self.connection)

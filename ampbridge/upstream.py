@@ -136,7 +136,7 @@ class AmpUpstream:
         headers.append((b"accept-encoding", upstream_accept_encoding(scope)))
         headers.extend(auth)
         exchange = Exchange(
-            self.shared.client_for(self.proxy_url),
+            self.shared.route_for(self.proxy_url),
             url=self.base.copy_with(raw_path=target),
             headers=headers,
             max_body_size=self.max_body_size,

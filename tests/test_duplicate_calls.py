@@ -7,7 +7,6 @@ import socket
 import threading
 
 import anyio
-import httpcore
 import httpx
 import pytest
 
@@ -123,90 +122,47 @@ def test_a_kept_connection_the_server_closed_while_idle_is_replaced_before_sendi
     assert backend.per_connection == [1, 1]  # each call arrived once; the second on a new connection
 
 
-# --- a write that fails before any byte leaves ----------------------------------------------------
+# --- a kept connection found closed when the request is about to go ------------------------------
 
 
-class BreakableStream(httpcore.AsyncNetworkStream):
-    """A real connection whose next write can be made to fail as a dead socket's does."""
-
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
-        self.inner = inner
-        self.broken = False
-        self.break_next_write = False
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109  (httpcore's interface)
-        if self.broken:
-            raise httpcore.ReadError("connection reset by peer")
-        return await self.inner.read(max_bytes, timeout)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        if self.break_next_write:
-            self.broken = True
-            raise httpcore.WriteError("broken pipe")
-        await self.inner.write(buffer, timeout)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    def get_extra_info(self, info: str) -> object:
-        return self.inner.get_extra_info(info)
+def kept_connection(transport: StackPoolTransport):  # type: ignore[no-untyped-def]
+    (stack,) = transport.idle.values()
+    assert len(stack) == 1
+    return stack[0]
 
 
-class BreakableBackend(httpcore.AsyncNetworkBackend):
-    def __init__(self) -> None:
-        self.inner = httpcore.AnyIOBackend()
-        self.streams: list[BreakableStream] = []
-
-    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):  # type: ignore[no-untyped-def]  # noqa: ASYNC109
-        stream = BreakableStream(
-            await self.inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        )
-        self.streams.append(stream)
-        return stream
-
-    async def sleep(self, seconds: float) -> None:
-        await self.inner.sleep(seconds)
-
-
-def client_over(network: BreakableBackend) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=StackPoolTransport(keepalive_expiry=5.0, max_idle_per_origin=8, network_backend=network)
-    )
-
-
-def test_a_request_whose_first_write_failed_goes_once_on_a_new_connection():
+def test_a_request_on_a_connection_found_closed_goes_once_on_a_new_connection():
     backend = Backend()
-    network = BreakableBackend()
+    transport = StackPoolTransport(keepalive_expiry=5.0, max_idle_per_origin=8)
     with RawServer(backend) as raw:
 
         async def run() -> list[int]:
-            async with client_over(network) as client:
+            async with httpx.AsyncClient(transport=transport) as client:
                 first = await client.post(raw.url, content=MODEL_CALL)
-                network.streams[0].break_next_write = True
+                kept_connection(transport).transport.abort()  # dead, and nobody told yet
                 second = await client.post(raw.url, content=MODEL_CALL)
                 return [first.status_code, second.status_code]
 
         assert anyio.run(run) == [200, 200]
-    assert len(network.streams) == 2
     assert backend.per_connection == [1, 1]
 
 
-def test_a_streamed_body_is_not_sent_again_even_when_nothing_was_written():
+def test_a_streamed_body_goes_once_even_when_its_connection_was_found_closed():
     backend = Backend()
-    network = BreakableBackend()
+    transport = StackPoolTransport(keepalive_expiry=5.0, max_idle_per_origin=8)
     with RawServer(backend) as raw:
 
-        async def run() -> None:
+        async def run() -> int:
             async def body():
                 yield MODEL_CALL
 
-            async with client_over(network) as client:
+            async with httpx.AsyncClient(transport=transport) as client:
                 await client.post(raw.url, content=MODEL_CALL)
-                network.streams[0].break_next_write = True
-                with pytest.raises(httpx.ReadError):
-                    await client.post(
-                        raw.url, content=body(), headers={"Content-Length": str(len(MODEL_CALL))}
-                    )
+                kept_connection(transport).transport.abort()
+                reply = await client.post(
+                    raw.url, content=body(), headers={"Content-Length": str(len(MODEL_CALL))}
+                )
+                return reply.status_code
 
-        anyio.run(run)
-    assert backend.per_connection == [1]
+        assert anyio.run(run) == 200
+    assert backend.per_connection == [1, 1]
