@@ -16,6 +16,7 @@ import httpx
 
 from .credentials import scrub_query
 from .headers import RawHeaders
+from .http_client import TargetUrls
 from .models import ModelPatterns, WireFormat
 from .routes import Endpoint
 from .settings import ModelAlias, ProviderConfig
@@ -57,6 +58,7 @@ class Backend:
         self.vertex = config.type == "google" and config.path_style == "vertex"
         self.base = base
         self.base_path = base_path
+        self.urls = TargetUrls(base)
         self.prefix = config.prefix.lower() + "/" if config.prefix else ""
         self.excluded = ModelPatterns(config.excluded_models)
         self.pools: dict[str, list[str]] = {}  # lowercased client name -> upstream names
@@ -176,7 +178,7 @@ class Backend:
         elif self.strip_v1 and tail.startswith(b"/v1/"):
             tail = tail[3:]
         query = scrub_query(query)
-        return self.base.copy_with(raw_path=self.base_path + tail + (b"?" + query if query else b""))
+        return self.urls(self.base_path + tail + (b"?" + query if query else b""))
 
     async def discover(self, client: httpx.AsyncClient) -> None:
         """Ask the backend for its models (``/v1/models``; Gemini: ``/v1beta/models``)."""

@@ -85,6 +85,29 @@ def _no_proxy_pattern(host: str) -> str:
     return f"all://[{address}]" if address.version == 6 else f"all://{address}"
 
 
+class TargetUrls:
+    """URLs below ``base`` by raw target (path and query). Parsing a URL costs more than the rest
+    of building a request, and Amp sends the same few paths over and over: recent short targets
+    are kept parsed."""
+
+    SIZE = 1024
+    MAX_TARGET = 1024
+
+    def __init__(self, base: httpx.URL) -> None:
+        self.base = base
+        self._known: dict[bytes, httpx.URL] = {}
+
+    def __call__(self, target: bytes) -> httpx.URL:
+        url = self._known.get(target)
+        if url is None:
+            url = self.base.copy_with(raw_path=target)
+            if len(target) <= self.MAX_TARGET:
+                if len(self._known) >= self.SIZE:
+                    self._known.clear()
+                self._known[target] = url
+        return url
+
+
 class Route:
     """One way out, for the requests ampbridge relays: built with the client's timeouts, and
     sent straight to the pool when no proxy applies to any target. httpx's client adds per request

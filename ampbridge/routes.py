@@ -8,6 +8,7 @@ be a model call for one part and something else for another. Plain data and rege
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -93,6 +94,7 @@ def dialect_of(wire_format: WireFormat, endpoint: Endpoint) -> Dialect | None:
     return Dialect.RESPONSES if endpoint is Endpoint.RESPONSES else Dialect.CHAT
 
 
+@functools.lru_cache(maxsize=1024)  # a request's path is matched by several layers in turn
 def match_api_path(rest: str, method: str) -> ApiRoute | None:
     """The route of ``rest`` (a path without its leading slash, below any provider prefix)."""
     for pattern, methods, template, wire_format, kind, endpoint in _TABLE:

@@ -15,7 +15,7 @@ from .actors import RoutingTokenSource, is_loopback_host, rewrite_conn_params, w
 from .credentials import CREDENTIAL_HEADERS, scrub_query
 from .errors import refuse
 from .headers import WEBSOCKET_HANDSHAKE, RawHeaders, scrub_request_headers
-from .http_client import SharedClient
+from .http_client import SharedClient, TargetUrls
 from .path_shapes import DriftWarner
 from .provider_alias import raw_route_path
 from .proxy import Exchange, upstream_accept_encoding
@@ -23,8 +23,6 @@ from .secrets import UpstreamKeyResolver
 from .websocket_relay import relay_websocket
 
 UPSTREAM_ERROR = "amp_upstream_proxy_error"
-URL_CACHE_SIZE = 1024  # upstream URLs kept parsed (targets Amp sent lately)...
-URL_CACHE_MAX_TARGET = 1024  # ...when they are at most this long
 
 
 async def upstream_failed(scope: Scope, receive: Receive, send: Send, status: int) -> None:
@@ -83,7 +81,7 @@ class AmpUpstream:
         # relay) does not, and is never sent it.
         self.routing_token = actors if actors is not None and not is_loopback_host(self.base.host) else None
         self.drift = drift
-        self._urls: dict[bytes, httpx.URL] = {}
+        self.urls = TargetUrls(base)
 
     def __repr__(self) -> str:
         return f"AmpUpstream({str(self.base)!r})"
@@ -98,18 +96,6 @@ class AmpUpstream:
                 scope["path"], query, upstream_host=self.base.host, token=self.routing_token.token()
             )
         return self.base_path + self.path_prefix + raw_route_path(scope) + (b"?" + query if query else b"")
-
-    def _url(self, target: bytes) -> httpx.URL:
-        """The upstream URL of ``target``. Parsing a URL costs more than the rest of building the
-        request, and Amp sends the same few paths over and over: recent ones are kept."""
-        url = self._urls.get(target)
-        if url is None:
-            if len(target) > URL_CACHE_MAX_TARGET:
-                return self.base.copy_with(raw_path=target)
-            if len(self._urls) >= URL_CACHE_SIZE:
-                self._urls.clear()
-            url = self._urls[target] = self.base.copy_with(raw_path=target)
-        return url
 
     def _auth(self, scope: Scope) -> RawHeaders:
         """The Amp key for this request, or the client's own when ampbridge has none (§17)."""
@@ -152,7 +138,7 @@ class AmpUpstream:
         headers.extend(auth)
         exchange = Exchange(
             self.shared.route_for(self.proxy_url),
-            url=self._url(target),
+            url=self.urls(target),
             headers=headers,
             max_body_size=self.max_body_size,
             fail=upstream_failed,

@@ -9,6 +9,7 @@ format chosen here, also after a config reload.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 from typing import Any
@@ -91,8 +92,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _print_banner(banner(loaded), args.log_format)
     for warning in startup_warnings(settings):
         warn_once(warning)
+    app = create_app(args.config, overrides=overrides, configure_logs=False)
+    # What is loaded by now lives as long as the server: moved out of the collector's way, so its
+    # full passes under load (10 ms and more each) walk only what requests create.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(
-        create_app(args.config, overrides=overrides, configure_logs=False),
+        app,
         host=settings.bind_host,
         port=settings.port,
         log_level=level,
