@@ -41,7 +41,7 @@ READ_LOW_WATER = 64 * 1024
 # A request body is written in slices of at most this size, waiting for the socket in between,
 # so a large body held in memory is never copied whole into a send buffer.
 WRITE_SLICE = 256 * 1024
-# A body up to this size goes out in the same write as the request head (one system call).
+# A body held in memory up to this size goes out in the same write as the request head.
 JOINED_BODY = 16 * 1024
 # A reply whose head is not complete after this many bytes is refused (llhttp sets no bound).
 MAX_HEAD = 64 * 1024
@@ -346,13 +346,14 @@ class Connection(asyncio.Protocol):
         self._reset()
         self.head_only = head_only
         self.parser = httptools.HttpResponseParser(self)
+        in_memory = isinstance(body, httpx.ByteStream)  # else each piece goes out as it comes
         pending = head
         async for chunk in body:
             if not chunk:
                 continue
             if chunked:
                 chunk = b"%x\r\n%s\r\n" % (len(chunk), chunk)
-            if len(pending) + len(chunk) <= JOINED_BODY:
+            if in_memory and len(pending) + len(chunk) <= JOINED_BODY:
                 pending += chunk
                 continue
             if pending:
@@ -365,7 +366,8 @@ class Connection(asyncio.Protocol):
                 return
         if chunked:
             pending += _CHUNKED_END
-        await self._write(pending, limit)
+        if pending:
+            await self._write(pending, limit)
 
     async def _write(self, data: bytes | memoryview, limit: float | None) -> None:
         transport = self.transport

@@ -158,3 +158,26 @@ def test_tls_to_a_backend_whose_certificate_the_context_trusts(tmp_path):
         assert reply.content == b"secret"
         with pytest.raises(httpx.ConnectError):  # the default context does not trust this authority
             exchange(f"https://localhost:{port}/", {"method": "GET"})
+
+
+def test_a_streamed_upload_reaches_the_server_piece_by_piece():
+    first_seen = threading.Event()
+
+    def handler(connection: socket.socket) -> None:
+        data = read_request_head(connection)
+        while b"first" not in data:
+            data += connection.recv(65536)
+        first_seen.set()  # the rest of the body is only produced after this
+        while not data.endswith(b"0\r\n\r\n"):
+            data += connection.recv(65536)
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    async def body():  # type: ignore[no-untyped-def]
+        yield b"first"
+        await anyio.to_thread.run_sync(first_seen.wait, 10)
+        assert first_seen.is_set(), "the first piece was held back"
+        yield b"second"
+
+    with RawServer(handler) as raw:
+        (reply,) = exchange(raw.url, {"method": "POST", "content": body()})
+    assert reply.status_code == 200
