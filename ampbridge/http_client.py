@@ -108,6 +108,18 @@ class TargetUrls:
         return url
 
 
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # without a body, these say Content-Length: 0
+
+
+class _Streamed(httpx.AsyncByteStream):
+    def __init__(self, pieces: AsyncIterator[bytes]) -> None:
+        self.pieces = pieces
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for piece in self.pieces:
+            yield piece
+
+
 class Route:
     """One way out, for the requests ampbridge relays: built with the client's timeouts, and
     sent straight to the pool when no proxy applies to any target. httpx's client adds per request
@@ -120,10 +132,34 @@ class Route:
         self.timeout = client.timeout.as_dict()
 
     def build(
-        self, method: str, url: httpx.URL, headers: list[tuple[bytes, bytes]], content: RequestContent
+        self,
+        method: str,
+        url: httpx.URL,
+        headers: list[tuple[bytes, bytes]],
+        content: RequestContent,
+        length: int | None = None,
     ) -> httpx.Request:
+        """The request, framed here: ``headers`` hold no Host, Content-Length or Transfer-Encoding
+        (a relay drops the client's). A streamed body of a known ``length`` says so, else it goes
+        chunked. (httpx's own framing, with ``content=``, costs four times as much.)"""
+        framing = [(b"host", url.netloc)]
+        stream: httpx.AsyncByteStream
+        if content is None:
+            stream = httpx.ByteStream(b"")
+            if method in BODY_METHODS:
+                framing.append((b"content-length", b"0"))
+        elif isinstance(content, bytes):
+            stream = httpx.ByteStream(content)
+            framing.append((b"content-length", b"%d" % len(content)))
+        else:
+            stream = _Streamed(content)
+            if length is not None:
+                framing.append((b"content-length", b"%d" % length))
+            else:
+                framing.append((b"transfer-encoding", b"chunked"))
+        framing += headers
         return httpx.Request(
-            method, url, headers=headers, content=content, extensions={"timeout": self.timeout}
+            method, url, headers=framing, stream=stream, extensions={"timeout": self.timeout}
         )
 
     async def send(self, request: httpx.Request) -> httpx.Response:

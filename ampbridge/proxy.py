@@ -149,7 +149,6 @@ class Exchange:
             return
         body_done = asyncio.Event()
         content: bytes | AsyncIterator[bytes] | None = None
-        headers = self.headers
         if has_body(scope, length):
             first = await receive()
             if first["type"] == "http.disconnect":
@@ -160,13 +159,11 @@ class Exchange:
                 return
             if first.get("more_body", False):
                 content = stream_body(receive, self.max_body_size, body_done, chunk)
-                if length is not None:
-                    headers = [*headers, (b"content-length", str(length).encode())]
             else:  # the whole body at once (small bodies, replayed ones): it can be sent again
                 content = chunk
         if not isinstance(content, AsyncIterator):
             body_done.set()
-        request = self.route.build(scope["method"], self.url, headers, content)
+        request = self.route.build(scope["method"], self.url, self.headers, content, length)
         if isinstance(content, bytes) and len(content) > SEND_SLICE:
             request.stream = SlicedBody(content)
 
