@@ -26,6 +26,8 @@ THREAD_THRESHOLD = 1 << 20  # bodies larger than this are scanned in a worker th
 MAX_MODEL_BYTES = 4096  # a longer "model" value is no model name
 # One regex call holds the GIL: each covers at most this much, so the event loop gets turns.
 _CHUNK = 1 << 20
+_SHORT_RUN = 16  # runs of backslashes up to this long are counted byte by byte
+_ESCAPED_WINDOW = 1 << 16  # how far the regex walks a string past an escaped quote
 # Top-level members whose value spans are recorded: the model, and what the local fixes read.
 WATCHED_MEMBERS = frozenset({"model", "tools", "messages"})
 _MAX_KEY_BYTES = 6 * max(map(len, WATCHED_MEMBERS))  # a watched key with every letter escaped
@@ -163,15 +165,45 @@ class _Scanner:
                 return
 
     def _string_end(self, quote: int) -> int:
-        """Where the string opened at ``quote`` ends (just after its closing quote)."""
+        """Where the string opened at ``quote`` ends (just after its closing quote).
+
+        ``find`` jumps to the next quote at memory speed, at most ``_CHUNK`` ahead at a time;
+        a quote is escaped when an odd run of backslashes precedes it. ``position`` is never
+        the byte after an escape's backslash, so such a run is counted from there at most.
+        After an escaped quote (or a run too long to count) the regex takes a window, so a
+        string of many escaped quotes is walked at C speed too, in linear time."""
         body, position = self.body, quote + 1
         while True:
-            end = _STRING_CONTENT.match(body, position, position + _CHUNK).end()  # type: ignore[union-attr]
-            if end < len(body) and body[end] == 0x22:
+            limit = position + _CHUNK
+            end = body.find(b'"', position, limit)
+            if end < 0:
+                if limit >= len(body):
+                    raise _Malformed
+                position = self._unescaped_from(position, limit)
+                continue
+            run = self._backslashes_before(position, end)
+            if run is not None and run % 2 == 0:
                 return end + 1
-            if end == position:  # the end of the body, or a backslash with nothing after it
-                raise _Malformed
-            position = end
+            # An escaped quote, or a run too long to count: escapes are about, the regex walks on.
+            position = _STRING_CONTENT.match(body, position, end + _ESCAPED_WINDOW).end()  # type: ignore[union-attr]
+            if body[position : position + 1] == b'"':
+                return position + 1
+
+    def _backslashes_before(self, position: int, end: int) -> int | None:
+        """How many backslashes ``body[position:end]`` ends with; None when over ``_SHORT_RUN``."""
+        body, index = self.body, end - 1
+        while index >= position and body[index] == 0x5C:
+            if end - index > _SHORT_RUN:
+                return None
+            index -= 1
+        return end - 1 - index
+
+    def _unescaped_from(self, position: int, limit: int) -> int:
+        """A place at or just after ``limit`` that is not an escaped byte, to search on from."""
+        run = self._backslashes_before(position, limit)
+        if run is None:
+            return _STRING_CONTENT.match(self.body, position, limit).end()  # type: ignore[union-attr]
+        return limit + run % 2
 
     def _decode(self, start: int, end: int) -> str:
         try:
