@@ -25,7 +25,9 @@ import anyio.to_thread
 THREAD_THRESHOLD = 1 << 20  # bodies larger than this are scanned in a worker thread
 MAX_MODEL_BYTES = 4096  # a longer "model" value is no model name
 # One regex call holds the GIL: each covers at most this much, so the event loop gets turns.
-_CHUNK = 1 << 20
+_CHUNK = 1 << 16
+# ``find`` (memory speed) searches this far at a time: a long string costs few Python steps.
+_FIND_WINDOW = 1 << 20
 _SHORT_RUN = 16  # runs of backslashes up to this long are counted byte by byte
 _ESCAPED_WINDOW = 1 << 16  # how far the regex walks a string past an escaped quote
 # Top-level members whose value spans are recorded: the model, and what the local fixes read.
@@ -167,14 +169,14 @@ class _Scanner:
     def _string_end(self, quote: int) -> int:
         """Where the string opened at ``quote`` ends (just after its closing quote).
 
-        ``find`` jumps to the next quote at memory speed, at most ``_CHUNK`` ahead at a time;
+        ``find`` jumps to the next quote at memory speed, at most ``_FIND_WINDOW`` at a time;
         a quote is escaped when an odd run of backslashes precedes it. ``position`` is never
         the byte after an escape's backslash, so such a run is counted from there at most.
         After an escaped quote (or a run too long to count) the regex takes a window, so a
         string of many escaped quotes is walked at C speed too, in linear time."""
         body, position = self.body, quote + 1
         while True:
-            limit = position + _CHUNK
+            limit = position + _FIND_WINDOW
             end = body.find(b'"', position, limit)
             if end < 0:
                 if limit >= len(body):

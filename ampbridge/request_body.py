@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import anyio.to_thread
 from starlette.types import Receive, Scope, Send
 
 from .jsonutil import dump_json, parse_json_object
-from .model_scan import ModelScan, scan_model_async
+from .model_scan import ModelScan, scan_model, scan_model_async
 from .proxy import BodyTooLarge, ClientDisconnected, body_too_large, declared_length, stream_body
 
 THREAD_THRESHOLD = 1 << 20  # bodies larger than this are parsed in a worker thread
+T = TypeVar("T")
 
 
 class RequestBody:
@@ -62,12 +64,13 @@ class RequestBody:
                 return cls(raw, None, None)
             del raw
             return cls(None, text, parse_json_object(text))
-        scanned = await scan_model_async(raw, thread_threshold=THREAD_THRESHOLD)
-        body = cls(raw, None, None, scanned)
-        del raw
         if not lazy:
+            scanned = await scan_model_async(raw, thread_threshold=THREAD_THRESHOLD)
+            body = cls(raw, None, None, scanned)
+            del raw
             await body.parse()
-        return body
+            return body
+        return cls(raw, None, None, await _in_worker_thread(scan_model, raw))
 
     @property
     def unparsed(self) -> bool:
@@ -119,7 +122,7 @@ class RequestBody:
         del found
         if end - start <= THREAD_THRESHOLD:
             return _load_value(raw, start, end)
-        return await anyio.to_thread.run_sync(_load_value, raw, start, end)
+        return await _in_worker_thread(_load_value, raw, start, end)
 
     def take_bytes(self) -> bytes:
         """The exact bytes received; the body is released."""
@@ -166,6 +169,17 @@ async def _read_bytes(receive: Receive, limit: int) -> bytes:
             buffer.write(chunk)
             first = b""
     return first if buffer is None else buffer.getvalue()
+
+
+async def _in_worker_thread(function: Callable[..., T], raw: bytes, *args: Any) -> T:
+    """``function(raw, *args)`` in a worker thread that holds ``raw`` no longer than the call:
+    anyio's worker keeps its arguments a moment after reporting the result, and a second
+    reference then would make ``take_with_member`` copy the body instead of editing it."""
+    return await anyio.to_thread.run_sync(_call_with_held, function, [raw], *args)
+
+
+def _call_with_held(function: Callable[..., T], held: list[bytes], *args: Any) -> T:
+    return function(held.pop(), *args)
 
 
 def _splice(buffer: io.BytesIO, size: int, start: int, end: int, value: bytes) -> bytes:

@@ -22,7 +22,6 @@ from .conftest import provider_settings
 
 MIB = 1 << 20
 MESSAGES = "/api/provider/anthropic/v1/messages"
-CHUNK = 1 << 20  # model_scan's search window
 
 
 def large_body(
@@ -264,12 +263,13 @@ def test_member_spans_hold_what_json_loads_sees(document, ensure_ascii, escaped_
 @pytest.mark.parametrize("escaped_backslashes", [0, 1, 7, 8, 9, 20])
 @pytest.mark.parametrize("escaped_quote", [False, True])
 @pytest.mark.parametrize("offset", [-3, -2, -1, 0, 1, 2])
-def test_string_ends_are_found_across_search_windows(escaped_backslashes, escaped_quote, offset):
+@pytest.mark.parametrize("window", [1 << 16, 1 << 20])  # the scan's regex and search windows
+def test_string_ends_are_found_across_search_windows(escaped_backslashes, escaped_quote, offset, window):
     """A run of backslashes (before a quote or not) placed where a search window ends, after
     plain text and after text full of escaped quotes."""
     run = b"\\\\" * escaped_backslashes + (b'\\"' if escaped_quote else b"")
     for filler in (b"x", b'y\\"'):
-        count = (CHUNK + offset - len(run) // 2) // len(filler)
+        count = (window + offset - len(run) // 2) // len(filler)
         content = filler * count + run + b"zzz" + b'\\"' * 3
         body = b'{"a":"' + content + b'","model":"m"}'
         assert json.loads(body)["a"].endswith('zzz"""')
