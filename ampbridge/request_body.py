@@ -53,10 +53,12 @@ class RequestBody:
         self._unparsed = scanned is not None and scanned.is_object and raw is not None
 
     @classmethod
-    async def read(cls, receive: Receive, limit: int, *, lazy: bool = False) -> RequestBody:
+    async def read(
+        cls, receive: Receive, limit: int, *, lazy: bool = False, declared: int | None = None
+    ) -> RequestBody:
         """Read the whole body (raises ``BodyTooLarge`` / ``ClientDisconnected``); a large one
-        is parsed only when not ``lazy``."""
-        raw = await _read_bytes(receive, limit)
+        is parsed only when not ``lazy``. ``declared``: its Content-Length, when known."""
+        raw = await _read_bytes(receive, limit, declared)
         if len(raw) <= THREAD_THRESHOLD:
             try:
                 text = raw.decode("utf-8")
@@ -153,9 +155,11 @@ class RequestBody:
         return dump_json(payload)
 
 
-async def _read_bytes(receive: Receive, limit: int) -> bytes:
+async def _read_bytes(receive: Receive, limit: int, declared: int | None) -> bytes:
     """The whole body as one ``bytes``, never held twice: a body that comes in one message is
-    that message's bytes, a longer one is written into a buffer as it arrives."""
+    that message's bytes, a longer one is written into a buffer as it arrives. Once a second
+    message shows the body is long, the buffer takes the declared length at once (zeroed
+    memory the system maps only as it is written), so it is never copied to grow."""
     first = b""
     buffer: io.BytesIO | None = None
     async for chunk in stream_body(receive, limit):
@@ -164,11 +168,14 @@ async def _read_bytes(receive: Receive, limit: int) -> bytes:
         elif not first:
             first = chunk
         else:
-            buffer = io.BytesIO()
+            buffer = io.BytesIO(bytes(declared)) if declared and declared <= limit else io.BytesIO()
             buffer.write(first)
             buffer.write(chunk)
             first = b""
-    return first if buffer is None else buffer.getvalue()
+    if buffer is None:
+        return first
+    buffer.truncate()  # what a declared length promised but the stream did not bring
+    return buffer.getvalue()
 
 
 async def _in_worker_thread(function: Callable[..., T], raw: bytes, *args: Any) -> T:
@@ -213,7 +220,7 @@ async def read_request_body(
     try:
         if length is not None and length > limit:
             raise BodyTooLarge
-        return await RequestBody.read(receive, limit, lazy=lazy)
+        return await RequestBody.read(receive, limit, lazy=lazy, declared=length)
     except BodyTooLarge:
         await body_too_large(limit)(scope, receive, send)
     except ClientDisconnected:

@@ -177,13 +177,15 @@ def test_a_large_local_body_still_gives_the_reply_its_tool_names():
 # --- RequestBody: one copy, in place -------------------------------------------------------
 
 
-def test_a_large_body_read_lazily_is_held_once_and_not_parsed():
+@pytest.mark.parametrize("declared", [None, "exact", "more"])
+def test_a_large_body_read_lazily_is_held_once_and_not_parsed(declared):
     body = large_body(b'"model":"m"', pad=8 * MIB)
+    length = {"exact": len(body), "more": len(body) + 100, None: None}[declared]
 
     async def run() -> tuple[bytes, int]:
         tracemalloc.start()
         try:
-            read = await RequestBody.read(receive_in_chunks(body), 1 << 30, lazy=True)
+            read = await RequestBody.read(receive_in_chunks(body), 1 << 30, lazy=True, declared=length)
             assert read.unparsed and read.payload is None
             assert (await read.scan()).model == "m"
             data = read.take_bytes()
