@@ -4,8 +4,10 @@ It reads the request body once (bounded), takes the model from it (or from a Gem
 ``json`` cannot read is scanned for its top-level ``"model"``, so an odd body for a local model
 is still served locally, bytes unchanged), and decides LOCAL / MAPPED / AMP_CREDITS /
 NO_PROVIDER. Upstream-bound requests are replayed byte for byte; local ones get the
-compatibility fixes of ``rewrite``. One log line per call records the decision, the models, the
-status and the time taken.
+compatibility fixes of ``rewrite``. A large body is never parsed to be forwarded, and parsed for
+a local call only when its bytes do not prove that the fixes leave all but the model unchanged
+(the model is then renamed in place). One log line per call records the decision, the models,
+the status and the time taken.
 """
 
 from __future__ import annotations
