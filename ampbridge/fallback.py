@@ -4,8 +4,10 @@ It reads the request body once (bounded), takes the model from it (or from a Gem
 ``json`` cannot read is scanned for its top-level ``"model"``, so an odd body for a local model
 is still served locally, bytes unchanged), and decides LOCAL / MAPPED / AMP_CREDITS /
 NO_PROVIDER. Upstream-bound requests are replayed byte for byte; local ones get the
-compatibility fixes of ``rewrite``. One log line per call records the decision, the models, the
-status and the time taken.
+compatibility fixes of ``rewrite``. A large body is never parsed to be forwarded, and parsed for
+a local call only when its bytes do not prove that the fixes leave all but the model unchanged
+(the model is then renamed in place). One log line per call records the decision, the models,
+the status and the time taken.
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ from .mapping import ModelMapper, RouteDecision, decide
 from .models import LocalModelsLike, WireFormat, as_local_models, describe_model, model_to_send
 from .provider_alias import ProviderCall, provider_call
 from .request_body import RequestBody, read_request_body
-from .rewrite import ResponseFixer, call_with_fixes, requested_tool_names, sanitize_anthropic_request
+from .rewrite import (
+    ResponseFixer,
+    anthropic_request_may_change,
+    call_with_fixes,
+    requested_tool_names,
+    sanitize_anthropic_request,
+)
 from .routes import CallKind, dialect_of, with_path_model
 from .settings import ModelMapping
 from .translate.dialect import Dialect
@@ -123,11 +131,11 @@ class AmpFallback:
         if call is None or call.kind is not CallKind.MODEL:
             await self.app(scope, receive, send)
             return
-        body = await read_request_body(scope, receive, send, self.max_body_size)
+        body = await read_request_body(scope, receive, send, self.max_body_size, lazy=True)
         if body is None:
             return
         model = body.payload.get("model") if body.payload is not None else None
-        if body.payload is None:  # not JSON, or a number too long to parse: scan for the model
+        if body.payload is None:  # large, not JSON, or a number too long to parse: scan for it
             model = (await body.scan()).model
         if not isinstance(model, str) or not model:
             model = call.path_model
@@ -209,18 +217,12 @@ class AmpFallback:
         mapped = decision is RouteDecision.MAPPED
         resolved = model_to_send(resolved)  # an empty thinking suffix "()" is dropped
         renamed = resolved != requested
-        changed = False
-        tool_names: dict[str, str] = {}
-        payload = body.payload
-        if payload is not None:
-            if call.wire_format is WireFormat.ANTHROPIC:
-                changed = sanitize_anthropic_request(payload)
-            tool_names = requested_tool_names(payload)
-            if renamed and "model" in payload:
-                payload["model"] = resolved
-                changed = True
-        del payload
-        data = body.take_rewritten() if changed else body.take_bytes()
+        sanitized = call.wire_format is WireFormat.ANTHROPIC
+        if _fixable_in_place(body, sanitized=sanitized, renamed=renamed):
+            data, changed, tool_names = await _fixed_in_place(body, resolved if renamed else None)
+        else:
+            await body.parse()
+            data, changed, tool_names = _fixed_by_parsing(body, resolved if renamed else None, sanitized)
         local_scope = {
             **scope,
             "headers": local_headers(scope["headers"], len(data) if changed else None),
@@ -237,6 +239,40 @@ class AmpFallback:
         replayed = replay(data, receive)
         del data  # the replay holds the only reference, and lets go once it is read
         await call_with_fixes(self.app, local_scope, replayed, send, fixer, max_json_size=self.max_body_size)
+
+
+def _fixable_in_place(body: RequestBody, *, sanitized: bool, renamed: bool) -> bool:
+    """Whether the fixes can be made without parsing the body: it is large and unparsed, its
+    bytes prove sanitizing changes nothing, and a rename has one ``model`` member to change."""
+    if not body.unparsed or (renamed and body.member_count("model") > 1):
+        return False
+    messages = body.raw_member("messages") if sanitized else None
+    return messages is None or not anthropic_request_may_change(*messages)
+
+
+async def _fixed_in_place(body: RequestBody, model: str | None) -> tuple[bytes, bool, dict[str, str]]:
+    """A large body whose only possible change is its model: read its ``tools``, rename its
+    ``model`` where it lies. (data, changed, tool names)"""
+    tool_names = requested_tool_names({"tools": await body.member("tools")})
+    if model is not None and body.member_count("model"):
+        return body.take_with_member("model", model), True, tool_names
+    return body.take_bytes(), False, tool_names
+
+
+def _fixed_by_parsing(
+    body: RequestBody, model: str | None, sanitized: bool
+) -> tuple[bytes, bool, dict[str, str]]:
+    """The fixes applied to the parsed payload (none when the body is not a JSON object)."""
+    payload = body.payload
+    if payload is None:
+        return body.take_bytes(), False, {}
+    changed = sanitized and sanitize_anthropic_request(payload)
+    tool_names = requested_tool_names(payload)
+    if model is not None and "model" in payload:
+        payload["model"] = model
+        changed = True
+    del payload
+    return (body.take_rewritten() if changed else body.take_bytes()), changed, tool_names
 
 
 def _no_provider_message(model: str, *, upstream_refused: bool) -> str:

@@ -9,22 +9,30 @@ value, and never recurses: memory stays a small multiple of the body, time linea
 
 It answers like ``json.loads(body).get("model")`` would for a valid JSON object (the last
 ``"model"`` key wins, a non-string value means no model), and says whether the body looked like
-a JSON object at all, so the caller can tell an odd body from a body without a model.
+a JSON object at all, so the caller can tell an odd body from a body without a model. It also
+records where the values of the top-level members the local fixes need (``WATCHED_MEMBERS``)
+start and end, so a forwarded or lightly changed body never has to be parsed whole.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio.to_thread
 
 THREAD_THRESHOLD = 1 << 20  # bodies larger than this are scanned in a worker thread
 MAX_MODEL_BYTES = 4096  # a longer "model" value is no model name
 # One regex call holds the GIL: each covers at most this much, so the event loop gets turns.
-_CHUNK = 1 << 20
-_MAX_MODEL_KEY_BYTES = 30  # "model" with every letter escaped as \uXXXX
+_CHUNK = 1 << 16
+# ``find`` (memory speed) searches this far at a time: a long string costs few Python steps.
+_FIND_WINDOW = 1 << 20
+_SHORT_RUN = 16  # runs of backslashes up to this long are counted byte by byte
+_ESCAPED_WINDOW = 1 << 16  # how far the regex walks a string past an escaped quote
+# Top-level members whose value spans are recorded: the model, and what the local fixes read.
+WATCHED_MEMBERS = frozenset({"model", "tools", "messages"})
+_MAX_KEY_BYTES = 6 * max(map(len, WATCHED_MEMBERS))  # a watched key with every letter escaped
 
 _WS = rb"[ \t\n\r]*+"
 _STRING = rb'"(?:[^"\\]++|\\.)*+"'
@@ -39,9 +47,11 @@ _SCALAR = re.compile(_SCALAR_TEXT)
 _NESTED_RUN = re.compile(rb'(?:[^"{}\[\]]++|' + _STRING + b"|" + _FLAT_CONTAINER + rb")*+", re.DOTALL)
 _FLAT_CONTAINER_AT = re.compile(_FLAT_CONTAINER, re.DOTALL)
 _BRACKET_RUN = re.compile(rb"[\[\]{},: \t\n\r]*+")
-# Top-level members that cannot be "model" (a plain key other than it) with a simple value.
+# Top-level members that are not watched (a plain key other than those) with a simple value.
 _PLAIN_MEMBERS = re.compile(
-    rb'(?:"(?!model")[^"\\]*+"'
+    rb'(?:"(?!(?:'
+    + b"|".join(name.encode() for name in sorted(WATCHED_MEMBERS))
+    + rb')")[^"\\]*+"'
     + _WS
     + b":"
     + _WS
@@ -64,6 +74,19 @@ _PLAIN_MEMBERS = re.compile(
 class ModelScan:
     is_object: bool  # the body is a JSON object, as far as the scan looked
     model: str | None  # its top-level "model", when that is a string
+    # (key, value start, value end) of every top-level watched member, in body order
+    members: tuple[tuple[str, int, int], ...] = field(default=(), compare=False)
+
+    def span(self, key: str) -> tuple[int, int] | None:
+        """Where the value of the last top-level ``key`` (the one ``json`` keeps) lies."""
+        for name, start, end in reversed(self.members):
+            if name == key:
+                return start, end
+        return None
+
+    def count(self, key: str) -> int:
+        """How many times ``key`` is a top-level member."""
+        return sum(1 for name, _, _ in self.members if name == key)
 
 
 ODD_BODY = ModelScan(is_object=False, model=None)
@@ -97,6 +120,7 @@ class _Scanner:
 
     def scan(self) -> ModelScan:
         model: str | None = None
+        members: list[tuple[str, int, int]] = []
         if self._next_char() != b"{":
             raise _Malformed
         self.pos += 1
@@ -107,23 +131,26 @@ class _Scanner:
             self._skip(_PLAIN_MEMBERS)
             if self._next_char() != b'"':
                 raise _Malformed
-            is_model_key = self._key_is_model()
+            key = self._watched_key()
             if self._next_char() != b":":
                 raise _Malformed
             self.pos += 1
             start = self._next_char()
-            if is_model_key and start == b'"':
+            value_start = self.pos
+            if key == "model" and start == b'"':
                 model = self._model_value()
             else:
-                model = None if is_model_key else model
+                model = None if key == "model" else model
                 self._skip_value(start)
+            if key is not None:
+                members.append((key, value_start, self.pos))
             separator = self._next_char()
             if separator not in (b",", b"}"):
                 raise _Malformed
             self.pos += 1
         if self._next_char() != b"":
             raise _Malformed
-        return ModelScan(is_object=True, model=model)
+        return ModelScan(is_object=True, model=model, members=tuple(members))
 
     def _next_char(self) -> bytes:
         """Skips whitespace; the byte there, or ``b""`` at the end."""
@@ -140,15 +167,45 @@ class _Scanner:
                 return
 
     def _string_end(self, quote: int) -> int:
-        """Where the string opened at ``quote`` ends (just after its closing quote)."""
+        """Where the string opened at ``quote`` ends (just after its closing quote).
+
+        ``find`` jumps to the next quote at memory speed, at most ``_FIND_WINDOW`` at a time;
+        a quote is escaped when an odd run of backslashes precedes it. ``position`` is never
+        the byte after an escape's backslash, so such a run is counted from there at most.
+        After an escaped quote (or a run too long to count) the regex takes a window, so a
+        string of many escaped quotes is walked at C speed too, in linear time."""
         body, position = self.body, quote + 1
         while True:
-            end = _STRING_CONTENT.match(body, position, position + _CHUNK).end()  # type: ignore[union-attr]
-            if end < len(body) and body[end] == 0x22:
+            limit = position + _FIND_WINDOW
+            end = body.find(b'"', position, limit)
+            if end < 0:
+                if limit >= len(body):
+                    raise _Malformed
+                position = self._unescaped_from(position, limit)
+                continue
+            run = self._backslashes_before(position, end)
+            if run is not None and run % 2 == 0:
                 return end + 1
-            if end == position:  # the end of the body, or a backslash with nothing after it
-                raise _Malformed
-            position = end
+            # An escaped quote, or a run too long to count: escapes are about, the regex walks on.
+            position = _STRING_CONTENT.match(body, position, end + _ESCAPED_WINDOW).end()  # type: ignore[union-attr]
+            if body[position : position + 1] == b'"':
+                return position + 1
+
+    def _backslashes_before(self, position: int, end: int) -> int | None:
+        """How many backslashes ``body[position:end]`` ends with; None when over ``_SHORT_RUN``."""
+        body, index = self.body, end - 1
+        while index >= position and body[index] == 0x5C:
+            if end - index > _SHORT_RUN:
+                return None
+            index -= 1
+        return end - 1 - index
+
+    def _unescaped_from(self, position: int, limit: int) -> int:
+        """A place at or just after ``limit`` that is not an escaped byte, to search on from."""
+        run = self._backslashes_before(position, limit)
+        if run is None:
+            return _STRING_CONTENT.match(self.body, position, limit).end()  # type: ignore[union-attr]
+        return limit + run % 2
 
     def _decode(self, start: int, end: int) -> str:
         try:
@@ -158,9 +215,13 @@ class _Scanner:
         assert isinstance(text, str)
         return text
 
-    def _key_is_model(self) -> bool:
+    def _watched_key(self) -> str | None:
+        """The key here, when it is one of ``WATCHED_MEMBERS``."""
         start, self.pos = self.pos, self._string_end(self.pos)
-        return self.pos - start - 2 <= _MAX_MODEL_KEY_BYTES and self._decode(start, self.pos) == "model"
+        if self.pos - start - 2 > _MAX_KEY_BYTES:
+            return None
+        key = self._decode(start, self.pos)
+        return key if key in WATCHED_MEMBERS else None
 
     def _model_value(self) -> str | None:
         start, self.pos = self.pos, self._string_end(self.pos)

@@ -2,7 +2,8 @@
 
 Requests: assistant ``thinking`` blocks without a valid signature (a string with something in it
 besides whitespace) are dropped and ``signature`` is removed from ``tool_use`` blocks, since local
-backends reject both.
+backends reject both. A byte check tells a large body that cannot need this from one that must be
+parsed to know.
 
 Responses (JSON bodies and SSE streams, event by event): a mapped call's model name is put back
 to what Amp asked for; tool names get the casing of the request's ``tools`` (Amp's tool whitelist
@@ -55,6 +56,22 @@ def sanitize_anthropic_request(payload: dict[str, Any]) -> bool:
             message["content"] = kept
             changed = True
     return changed
+
+
+# Any ``\u`` escape of a lower-case ASCII letter: it could spell "thinking" or "signature".
+_ESCAPED_LOWER_CASE = re.compile(rb"\\u00[67][0-9a-fA-F]")
+
+
+def anthropic_request_may_change(body: bytes, start: int, end: int) -> bool:
+    """Whether ``sanitize_anthropic_request`` could change a request whose ``messages`` value is
+    ``body[start:end]``, judged from the bytes alone (no copy, no parsing): a block it drops or
+    edits has a ``"thinking"`` type or a ``"signature"`` key, which JSON can only write literally
+    or with escaped letters. False proves that nothing changes."""
+    return (
+        body.find(b'"thinking"', start, end) >= 0
+        or body.find(b'"signature"', start, end) >= 0
+        or _ESCAPED_LOWER_CASE.search(body, start, end) is not None
+    )
 
 
 def _valid_signature(value: object) -> bool:
