@@ -22,11 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ampbridge.accounting import UsageWatchingSend
+from ampbridge.accounting import ReplyOutcome, UsageWatchingSend
 from ampbridge.call_watch import CallWatch
 from ampbridge.fallback import ModelCall, _log_decision
 from ampbridge.headers import response_headers
-from ampbridge.ledger import UsageLedger
+from ampbridge.ledger import UsageLedger, UsageRow
 from ampbridge.logs import RedactSecrets, redact
 from ampbridge.mapping import RouteDecision
 from ampbridge.metrics import Metrics
@@ -135,6 +135,28 @@ def _pieces(workdir: Path) -> dict[str, Callable[[int], float]]:
         client_key=None,
     )
 
+    class PassOn:
+        """The harness's own cost: a ``send`` wrapper that only passes messages on."""
+
+        def __init__(self, send: Any) -> None:
+            self.send = send
+
+        async def __call__(self, message: Any) -> None:
+            await self.send(message)
+
+    ledger_rows = [
+        UsageRow.of_call(
+            ReplyOutcome(status=200, usage=None, ttfb=0.001, duration=0.002, completed=True),
+            decision="LOCAL",
+            client="-",
+            provider="anthropic",
+            requested_model="claude-sonnet-4-5",
+            served_model="claude-sonnet-4-5",
+            time=time.time(),
+        )
+    ] * 500
+    writer = UsageLedger(workdir / "writes.db")
+
     def usage(messages: list[dict[str, Any]]) -> Callable[[int], float]:
         return lambda loops: _drive(
             lambda: UsageWatchingSend(_nothing, dialect="anthropic", on_finish=lambda outcome: None),
@@ -168,6 +190,12 @@ def _pieces(workdir: Path) -> dict[str, Callable[[int], float]]:
     access_args = ("127.0.0.1:51234", "POST", "/api/provider/anthropic/v1/messages", "1.1", 200)
 
     return {
+        "harness floor: pass-on send, fake JSON reply": lambda loops: _drive(
+            lambda: PassOn(_nothing), json_reply, loops
+        ),
+        "harness floor: pass-on send, fake SSE (50 events)": lambda loops: _drive(
+            lambda: PassOn(_nothing), fake_stream, loops
+        ),
         "UsageWatchingSend, fake JSON reply": usage(json_reply),
         "UsageWatchingSend, JSON reply with usage": usage(usage_reply),
         "UsageWatchingSend, fake SSE (50 events)": usage(fake_stream),
@@ -195,6 +223,12 @@ def _pieces(workdir: Path) -> dict[str, Callable[[int], float]]:
             lambda: response_headers(BACKEND_HEADERS), loops
         ),
         "Metrics.observe_request": lambda loops: _timed(lambda: metrics.observe_request("model", 200), loops),
+        "UsageLedger write, per row (batches of 500, worker thread's CPU)": lambda loops: _timed(
+            lambda: writer._write(ledger_rows), max(1, loops // 500)
+        )
+        * loops
+        / max(1, loops // 500)
+        / 500,
     }
 
 
