@@ -60,10 +60,7 @@ def _may_name_credential_header(text: str) -> bool:
     if not text.isascii():
         return True
     lowered = text.lower()
-    for core in _NAME_CORES:
-        if core in lowered:
-            return True
-    return False
+    return any(core in lowered for core in _NAME_CORES)
 
 
 def redact(text: str) -> str:

@@ -93,7 +93,9 @@ _SIGNATURE_MARKERS = (b'"tool_use"', b'"thinking"')
 
 
 @functools.cache  # eight combinations at most, each made once
-def _markers(model: bool, tools: bool, signatures: bool) -> tuple[tuple[bytes, ...], re.Pattern[bytes] | None]:
+def _markers(
+    model: bool, tools: bool, signatures: bool
+) -> tuple[tuple[bytes, ...], re.Pattern[bytes] | None]:
     """The markers of the fixes that apply, and one pattern that finds any of them in one scan
     (an ``in`` per marker would scan once per marker)."""
     markers: list[bytes] = []
@@ -116,7 +118,9 @@ class ResponseFixer:
         self.model = requested_model
         self.tool_names = tool_names
         self.signatures = wire_format is WireFormat.ANTHROPIC
-        self.markers, self._marker_pattern = _markers(bool(requested_model), bool(tool_names), self.signatures)
+        self.markers, self._marker_pattern = _markers(
+            bool(requested_model), bool(tool_names), self.signatures
+        )
 
     @property
     def active(self) -> bool:

@@ -223,12 +223,12 @@ def _pieces(workdir: Path) -> dict[str, Callable[[int], float]]:
             lambda: response_headers(BACKEND_HEADERS), loops
         ),
         "Metrics.observe_request": lambda loops: _timed(lambda: metrics.observe_request("model", 200), loops),
-        "UsageLedger write, per row (batches of 500, worker thread's CPU)": lambda loops: _timed(
-            lambda: writer._write(ledger_rows), max(1, loops // 500)
-        )
-        * loops
-        / max(1, loops // 500)
-        / 500,
+        "UsageLedger write, per row (batches of 500, worker thread's CPU)": lambda loops: (
+            _timed(lambda: writer._write(ledger_rows), max(1, loops // 500))
+            * loops
+            / max(1, loops // 500)
+            / 500
+        ),
     }
 
 

@@ -5,6 +5,7 @@ carry usage or need a fix is passed on without a JSON parse."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from typing import Any
@@ -29,7 +30,7 @@ def event_ends(body: bytes) -> list[int]:
 
 def cut(body: bytes, points: list[int]) -> list[bytes]:
     edges = [0, *sorted({p for p in points if 0 < p < len(body)}), len(body)]
-    return [body[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+    return [body[a:b] for a, b in itertools.pairwise(edges)]
 
 
 def cuttings(body: bytes) -> list[list[bytes]]:

@@ -41,7 +41,9 @@ def looks(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     return seen
 
 
-def test_a_known_key_is_served_without_a_look_until_the_recheck_time(tmp_path: Path, looks: list[Path]) -> None:
+def test_a_known_key_is_served_without_a_look_until_the_recheck_time(
+    tmp_path: Path, looks: list[Path]
+) -> None:
     path = tmp_path / "secrets.json"
     write_key(path, "first-key")
     clock = FrozenClock()
@@ -67,7 +69,9 @@ def test_without_a_key_every_lookup_looks_at_the_file(tmp_path: Path, looks: lis
     assert len(looks) == 4
 
 
-def test_a_file_without_a_usable_entry_is_looked_at_on_every_lookup(tmp_path: Path, looks: list[Path]) -> None:
+def test_a_file_without_a_usable_entry_is_looked_at_on_every_lookup(
+    tmp_path: Path, looks: list[Path]
+) -> None:
     path = tmp_path / "secrets.json"
     path.write_text(json.dumps({"apiKey@https://other.example/": "not-ours"}))
     clock = FrozenClock()
