@@ -165,6 +165,8 @@ _READERS: dict[str, Callable[[], _AnthropicUsage | _LastUsage]] = {
 # Every usage field is named "usage" (Anthropic, OpenAI) or "usageMetadata" (Gemini): a body or an
 # event without these bytes carries none, and is not parsed.
 _USAGE = b"usage"
+# A chunk ending so ends with a blank line: it holds whole events only.
+_EVENT_ENDS = (b"\n\n", b"\r\n\r\n")
 
 
 def _parse(data: bytes) -> Any:
@@ -206,7 +208,7 @@ class _SseStream:
         self.size = 0
 
     def feed(self, data: bytes) -> None:
-        if not self.partial and not self.data and data.endswith(b"\n\n") and _USAGE not in data:
+        if not self.partial and not self.data and data.endswith(_EVENT_ENDS) and _USAGE not in data:
             # Whole events, none of which mentions usage, and nothing held from earlier ones.
             self.size = 0
             return

@@ -210,6 +210,7 @@ def _dicts(value: Any) -> list[dict[str, Any]]:
 # --- SSE ------------------------------------------------------------------------------------
 
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+_WHOLE_EVENTS = (b"\n\n", b"\r\n\r\n")  # a chunk that ends so holds whole events only
 _LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n|$)")
 
 
@@ -222,7 +223,7 @@ class SseRewriter:
         self.pending = b""
 
     def feed(self, chunk: bytes) -> bytes:
-        if not self.pending and chunk.endswith(b"\n\n") and not self.fixer.may_change(chunk):
+        if not self.pending and chunk.endswith(_WHOLE_EVENTS) and not self.fixer.may_change(chunk):
             return chunk  # whole events (the usual chunk), none of which a fix applies to
         data = self.pending + chunk if self.pending else chunk
         scan_from = max(0, len(self.pending) - 3)

@@ -149,9 +149,10 @@ def tool_fixer() -> ResponseFixer:
     return ResponseFixer(wire_format=WireFormat.ANTHROPIC, requested_model=None, tool_names={"bash": "Bash"})
 
 
-def test_a_streamed_tool_block_is_fixed_however_events_fall_into_chunks() -> None:
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+def test_a_streamed_tool_block_is_fixed_however_events_fall_into_chunks(newline: bytes) -> None:
     expected_block = {"type": "tool_use", "id": "t", "name": "Bash", "input": {}, "signature": ""}
-    for parts in cuttings(TOOL_STREAM):
+    for parts in cuttings(TOOL_STREAM.replace(b"\n", newline)):
         _, sent = fixed(tool_fixer(), "text/event-stream", parts)
         stream = b"".join(message["body"] for message in sent[1:])
         events = [json.loads(line[5:]) for line in stream.split(b"\n") if line.startswith(b"data:")]
@@ -162,7 +163,7 @@ def test_a_streamed_tool_block_is_fixed_however_events_fall_into_chunks() -> Non
             "message_stop",
         ]
         assert events[2]["content_block"] == expected_block, parts
-        assert stream.count(b"\n\n") == 4 and not sent[-1]["more_body"]
+        assert stream.count(newline * 2) == 4 and not sent[-1]["more_body"]
 
 
 def test_whole_events_that_need_no_fix_are_passed_on_as_the_same_messages() -> None:
