@@ -21,7 +21,7 @@ import logging
 import re
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,6 +162,13 @@ _READERS: dict[str, Callable[[], _AnthropicUsage | _LastUsage]] = {
 }
 
 
+# Every usage field is named "usage" (Anthropic, OpenAI) or "usageMetadata" (Gemini): a body or an
+# event without these bytes carries none, and is not parsed.
+_USAGE = b"usage"
+# A chunk ending so ends with a blank line: it holds whole events only.
+_EVENT_ENDS = (b"\n\n", b"\r\n\r\n")
+
+
 def _parse(data: bytes) -> Any:
     try:
         return json.loads(data)
@@ -184,7 +191,9 @@ class _JsonBody:
 
     def end(self) -> None:
         if self.size <= MAX_READ_BYTES:
-            self.tally.feed(_parse(b"".join(self.chunks)))
+            body = b"".join(self.chunks)
+            if _USAGE in body:
+                self.tally.feed(_parse(body))
         self.chunks = []
 
 
@@ -199,6 +208,10 @@ class _SseStream:
         self.size = 0
 
     def feed(self, data: bytes) -> None:
+        if not self.partial and not self.data and data.endswith(_EVENT_ENDS) and _USAGE not in data:
+            # Whole events, none of which mentions usage, and nothing held from earlier ones.
+            self.size = 0
+            return
         if b"\n" not in data and b"\r" not in data:
             self.partial.append(data)
             self.partial_size += len(data)
@@ -227,7 +240,7 @@ class _SseStream:
     def _dispatch(self) -> None:
         if self.data and self.size <= MAX_READ_BYTES:
             data = b"\n".join(self.data)
-            if b"usage" in data:  # also matches Gemini's usageMetadata
+            if _USAGE in data:
                 self.tally.feed(_parse(data))
         self.data, self.size = [], 0
 
@@ -288,12 +301,15 @@ class _JsonArrayStream:
     def _element_done(self) -> None:
         if self.size <= MAX_READ_BYTES:
             element = b"".join(self.element)
-            if b"usage" in element:
+            if _USAGE in element:
                 self.tally.feed(_parse(element))
         self.element, self.size = [], 0
 
     def end(self) -> None:
         self.element = []
+
+
+_FIRST_NON_SPACE = re.compile(rb"[^ \t\r\n\f\v]")
 
 
 class _Sniffed:
@@ -305,10 +321,10 @@ class _Sniffed:
 
     def feed(self, data: bytes) -> None:
         if self.reader is None:
-            head = data.lstrip()
-            if not head:
+            first = _FIRST_NON_SPACE.search(data)
+            if first is None:
                 return
-            self.reader = _JsonArrayStream(self.tally) if head[:1] == b"[" else _JsonBody(self.tally)
+            self.reader = _JsonArrayStream(self.tally) if first.group() == b"[" else _JsonBody(self.tally)
         self.reader.feed(data)
 
     def end(self) -> None:
@@ -363,6 +379,18 @@ def reply_reader(tally: UsageTally, *, content_type: str, content_encoding: str)
     return _Decompressing(inner, labelled=encoding not in ("", "identity"))
 
 
+def _reply_kind(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str, str]:
+    """A reply's ``Content-Type`` and ``Content-Encoding`` (the last of each, any name case)."""
+    content_type = content_encoding = b""
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"content-type":
+            content_type = value
+        elif lower == b"content-encoding":
+            content_encoding = value
+    return content_type.decode("latin-1"), content_encoding.decode("latin-1")
+
+
 @dataclass(frozen=True, slots=True)
 class ReplyOutcome:
     """How one reply went, as seen on its way to the client."""
@@ -402,12 +430,11 @@ class UsageWatchingSend:
         kind = message["type"]
         if kind == "http.response.start":
             self.status = int(message["status"])
-            headers = {name.lower(): value for name, value in message.get("headers", ())}
-            self.reader = reply_reader(
-                self.tally,
-                content_type=headers.get(b"content-type", b"").decode("latin-1"),
-                content_encoding=headers.get(b"content-encoding", b"").decode("latin-1"),
-            )
+            if self.tally.reader is not None:
+                content_type, content_encoding = _reply_kind(message.get("headers", ()))
+                self.reader = reply_reader(
+                    self.tally, content_type=content_type, content_encoding=content_encoding
+                )
         elif kind == "http.response.body":
             body = message.get("body", b"")
             if self.ttfb is None and (body or not message.get("more_body", False)):

@@ -83,14 +83,23 @@ def scrub_request_headers(
 def response_headers(headers: Iterable[tuple[bytes, bytes]]) -> RawHeaders:
     """A reply's headers as an ASGI message carries them: names lowercased; hop-by-hop headers,
     ``Date`` and every CORS grant removed; ``Content-Length`` dropped when the reply was framed
-    with ``Transfer-Encoding`` (the length then says nothing about the bytes that follow)."""
-    lowered = [(name.lower(), value) for name, value in headers]
-    drop = RESPONSE_DROP | connection_named(lowered)
-    if any(name == b"transfer-encoding" for name, _ in lowered):
-        drop |= {b"content-length"}
-    return [
-        (name, value) for name, value in lowered if name not in drop and not name.startswith(CORS_PREFIX)
-    ]
+    with ``Transfer-Encoding`` (the length then says nothing about the bytes that follow).
+    One pass for the common reply; a second only when ``Connection`` names other headers or
+    ``Transfer-Encoding`` came with a length."""
+    kept: RawHeaders = []
+    also_drop: set[bytes] = set()
+    for name, value in headers:
+        lower = name.lower()
+        if lower in RESPONSE_DROP:
+            if lower == b"transfer-encoding":
+                also_drop.add(b"content-length")
+            elif lower == b"connection":
+                also_drop.update(token.strip().lower() for token in value.split(b",") if token.strip())
+        elif not lower.startswith(CORS_PREFIX):
+            kept.append((lower, value))
+    if also_drop - RESPONSE_DROP:
+        return [(name, value) for name, value in kept if name not in also_drop]
+    return kept
 
 
 def with_content_length(headers: Iterable[tuple[bytes, bytes]], length: int | None) -> RawHeaders:

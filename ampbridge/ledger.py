@@ -12,10 +12,11 @@ kept across restarts (SQLite in WAL mode, so ``ampbridge usage`` can read while 
 from __future__ import annotations
 
 import logging
+import operator
 import sqlite3
 import time
 from collections import deque
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import anyio
@@ -104,6 +105,9 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 );
 CREATE INDEX IF NOT EXISTS {TABLE}_time ON {TABLE} (time);
 """
+# A row's values in column order; ``dataclasses.astuple`` would deep-copy every field, about 40
+# times slower, and the writer thread shares the event loop's core.
+_ROW_VALUES = operator.attrgetter(*COLUMNS)
 _INSERT = f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
@@ -200,7 +204,7 @@ class UsageLedger:
         try:
             connection = self._connect()
             with connection:
-                connection.executemany(_INSERT, [astuple(row) for row in batch])
+                connection.executemany(_INSERT, map(_ROW_VALUES, batch))
         except (sqlite3.Error, OSError) as error:
             self._failed(error)
             return False

@@ -26,9 +26,22 @@ LOG_FORMATS = ("text", "json")
 OWNED_LOGGERS = ("ampbridge", "uvicorn", "websockets")
 _UVICORN_CHILDREN = ("uvicorn.error", "uvicorn.access", "uvicorn.asgi")
 
-_CREDENTIAL_HEADERS = (
-    r"authorization|proxy-authorization|x-api-key|x-goog-api-key|api-key|"
-    r"sec-websocket-protocol|cookie|set-cookie"
+_CREDENTIAL_HEADER_NAMES = (
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "x-goog-api-key",
+    "api-key",
+    "sec-websocket-protocol",
+    "cookie",
+    "set-cookie",
+)
+_CREDENTIAL_HEADERS = "|".join(_CREDENTIAL_HEADER_NAMES)
+# Every match of the patterns below spells one of these: the names that hold no other name.
+_NAME_CORES = tuple(
+    name
+    for name in _CREDENTIAL_HEADER_NAMES
+    if not any(other != name and other in name for other in _CREDENTIAL_HEADER_NAMES)
 )
 # "Authorization: Bearer ..." as a handshake line prints it: the value runs to the end of the line.
 _HEADER_LINE = re.compile(rf"(?im)(?<![\w-])((?:{_CREDENTIAL_HEADERS})[ \t]*:[ \t]*)[^\r\n]+")
@@ -39,10 +52,23 @@ _HEADER_PAIR = re.compile(
 REDACTED = "[redacted]"
 
 
+def _may_name_credential_header(text: str) -> bool:
+    """False only when no credential header name can be in ``text``. ASCII text is lower-cased and
+    searched for the names, an exact test there; any other text goes to the patterns, whose
+    case-insensitive matching also takes a few non-ASCII letters (the Kelvin sign, a long s, a
+    dotless i) for ASCII ones that ``str.lower`` keeps apart."""
+    if not text.isascii():
+        return True
+    lowered = text.lower()
+    return any(core in lowered for core in _NAME_CORES)
+
+
 def redact(text: str) -> str:
-    """``text`` with query secrets and credential header values replaced by ``[redacted]``."""
-    text = redact_query(text)
-    if ":" in text or "," in text:
+    """``text`` with query secrets and credential header values replaced by ``[redacted]``. The
+    patterns run only over text that holds what they need, so a common log line costs little."""
+    if "?" in text or "&" in text:  # every masked query value follows one of them
+        text = redact_query(text)
+    if (":" in text or "," in text) and _may_name_credential_header(text):
         text = _HEADER_LINE.sub(rf"\1{REDACTED}", text)
         text = _HEADER_PAIR.sub(rf"\1\3{REDACTED}\3", text)
     return text
@@ -56,10 +82,19 @@ _STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None)
 }
 
 
+# Set on a record once it is masked, so the filter of a second handler (or of the logger and its
+# handlers) leaves it as it is: masking again would find nothing more.
+_MASKED = "_ampbridge_masked"
+_KNOWN_ATTRIBUTES = _STANDARD_ATTRIBUTES | {_MASKED}
+
+
 def _extra_fields(record: logging.LogRecord) -> dict[str, object]:
+    attributes = record.__dict__
+    if attributes.keys() <= _KNOWN_ATTRIBUTES:  # the common record: nothing extra to look through
+        return {}
     return {
         key: value
-        for key, value in record.__dict__.items()
+        for key, value in attributes.items()
         if key not in _STANDARD_ATTRIBUTES and not key.startswith("_")
     }
 
@@ -69,11 +104,14 @@ class RedactSecrets(logging.Filter):
     formatter reads the request path from ``record.args``, so arguments are redacted in place;
     a message whose formatted text still shows a secret (a header line split between the
     message and its arguments) is replaced by that text, masked. Arguments that do not fit the
-    message are dropped: logging would otherwise print them, unmasked, in its error report."""
+    message are dropped: logging would otherwise print them, unmasked, in its error report.
+    A record is masked once, however many handlers with this filter it passes."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if _MASKED in record.__dict__:
+            return True
         if isinstance(record.args, tuple):
-            record.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in record.args)
+            record.args = tuple([redact(arg) if isinstance(arg, str) else arg for arg in record.args])
         try:
             formatted = record.getMessage()
         except (TypeError, ValueError, KeyError):
@@ -87,6 +125,7 @@ class RedactSecrets(logging.Filter):
         for key, value in _extra_fields(record).items():
             if isinstance(value, str):
                 setattr(record, key, redact(value))
+        setattr(record, _MASKED, True)
         return True
 
 

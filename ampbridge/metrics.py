@@ -7,9 +7,14 @@ the app's gates around the endpoint, not here.
 
 Model names come from clients, so a label takes at most :data:`MAX_MODEL_LABELS` distinct model
 names; later new names are counted as ``other`` and cannot grow the registry without bound.
+
+Every request and model call is counted, so each labelled series is looked up once and kept:
+prometheus-client's ``labels()`` costs more than the increment it leads to.
 """
 
 from __future__ import annotations
+
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.responses import Response
@@ -24,6 +29,24 @@ DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0
 # The classic text format: every scraper reads it, and our metric names need nothing newer.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TTFB_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+MetricT = TypeVar("MetricT", Counter, Histogram)
+
+
+class _Series(Generic[MetricT]):
+    """A metric's labelled series, each made by ``labels()`` once and kept (as the registry keeps
+    it anyway)."""
+
+    def __init__(self, metric: MetricT) -> None:
+        self.metric: MetricT = metric
+        self.made: dict[tuple[str, ...], MetricT] = {}
+
+    def __call__(self, *labels: str) -> MetricT:
+        series = self.made.get(labels)
+        if series is None:
+            series = self.made[labels] = self.metric.labels(*labels)
+        return series
 
 
 class Metrics:
@@ -100,6 +123,14 @@ class Metrics:
             registry=registry,
         )
         self._models: set[str] = set()
+        self._requests = _Series(self.requests)
+        self._model_calls = _Series(self.model_calls)
+        self._input_tokens = _Series(self.input_tokens)
+        self._output_tokens = _Series(self.output_tokens)
+        self._cache_read_tokens = _Series(self.cache_read_tokens)
+        self._cache_creation_tokens = _Series(self.cache_creation_tokens)
+        self._duration = _Series(self.duration)
+        self._ttfb = _Series(self.ttfb)
 
     def _model_label(self, model: str) -> str:
         if model in self._models:
@@ -111,21 +142,21 @@ class Metrics:
 
     def observe_request(self, route_kind: str, status: int) -> None:
         """Every HTTP request or WebSocket session, when it ends (route kind: model, control, ...)."""
-        self.requests.labels(route_kind, str(status)).inc()
+        self._requests(route_kind, str(status)).inc()
 
     def observe_call(self, *, decision: str, provider: str, model: str, outcome: ReplyOutcome) -> None:
         """One model call, when its reply ends (``UsageWatchingSend``'s ``on_finish``)."""
         decision, model = str(decision), self._model_label(model)
-        self.model_calls.labels(decision, provider, model, str(outcome.status)).inc()
+        self._model_calls(decision, provider, model, str(outcome.status)).inc()
         if outcome.usage is not None:
             usage = outcome.usage
-            self.input_tokens.labels(decision, model).inc(usage.input_tokens)
-            self.output_tokens.labels(decision, model).inc(usage.output_tokens)
-            self.cache_read_tokens.labels(decision, model).inc(usage.cache_read_tokens)
-            self.cache_creation_tokens.labels(decision, model).inc(usage.cache_creation_tokens)
-        self.duration.labels(decision).observe(outcome.duration)
+            self._input_tokens(decision, model).inc(usage.input_tokens)
+            self._output_tokens(decision, model).inc(usage.output_tokens)
+            self._cache_read_tokens(decision, model).inc(usage.cache_read_tokens)
+            self._cache_creation_tokens(decision, model).inc(usage.cache_creation_tokens)
+        self._duration(decision).observe(outcome.duration)
         if outcome.ttfb is not None:
-            self.ttfb.labels(decision).observe(outcome.ttfb)
+            self._ttfb(decision).observe(outcome.ttfb)
 
     def upstream_error(self, kind: str) -> None:
         self.upstream_errors.labels(kind).inc()

@@ -15,6 +15,7 @@ case (Go servers and nginx send ``Content-Type``), and a changed body carries ex
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
@@ -108,6 +109,23 @@ _TOOL_MARKERS = (b'"tool_use"', b'"function_call"', b'"tool_calls"', b'"function
 _SIGNATURE_MARKERS = (b'"tool_use"', b'"thinking"')
 
 
+@functools.cache  # eight combinations at most, each made once
+def _markers(
+    model: bool, tools: bool, signatures: bool
+) -> tuple[tuple[bytes, ...], re.Pattern[bytes] | None]:
+    """The markers of the fixes that apply, and one pattern that finds any of them in one scan
+    (an ``in`` per marker would scan once per marker)."""
+    markers: list[bytes] = []
+    if model:
+        markers.append(_MODEL_MARKER)
+    if tools:
+        markers.extend(_TOOL_MARKERS)
+    if signatures:
+        markers.extend(_SIGNATURE_MARKERS)
+    unique = tuple(dict.fromkeys(markers))
+    return unique, re.compile(b"|".join(map(re.escape, unique))) if unique else None
+
+
 class ResponseFixer:
     """Applies the response fixes to one parsed JSON value (a body or an SSE event's data)."""
 
@@ -117,21 +135,17 @@ class ResponseFixer:
         self.model = requested_model
         self.tool_names = tool_names
         self.signatures = wire_format is WireFormat.ANTHROPIC
-        markers: list[bytes] = []
-        if requested_model:
-            markers.append(_MODEL_MARKER)
-        if tool_names:
-            markers.extend(_TOOL_MARKERS)
-        if self.signatures:
-            markers.extend(_SIGNATURE_MARKERS)
-        self.markers = tuple(dict.fromkeys(markers))
+        self.markers, self._marker_pattern = _markers(
+            bool(requested_model), bool(tool_names), self.signatures
+        )
 
     @property
     def active(self) -> bool:
         return bool(self.markers)
 
     def may_change(self, raw: bytes) -> bool:
-        return any(marker in raw for marker in self.markers)
+        """False when ``raw`` (a body, an event or several) has no marker: no fix can apply."""
+        return self._marker_pattern is not None and self._marker_pattern.search(raw) is not None
 
     def fix(self, value: Any) -> bool:
         if isinstance(value, list):
@@ -213,6 +227,7 @@ def _dicts(value: Any) -> list[dict[str, Any]]:
 # --- SSE ------------------------------------------------------------------------------------
 
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+_WHOLE_EVENTS = (b"\n\n", b"\r\n\r\n")  # a chunk that ends so holds whole events only
 _LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n|$)")
 
 
@@ -225,6 +240,8 @@ class SseRewriter:
         self.pending = b""
 
     def feed(self, chunk: bytes) -> bytes:
+        if not self.pending and chunk.endswith(_WHOLE_EVENTS) and not self.fixer.may_change(chunk):
+            return chunk  # whole events (the usual chunk), none of which a fix applies to
         data = self.pending + chunk if self.pending else chunk
         scan_from = max(0, len(self.pending) - 3)
         out: list[bytes] = []
@@ -315,10 +332,13 @@ class RewritingSend:
     async def _sse_body(self, message: Message) -> None:
         assert self.sse is not None
         more = message.get("more_body", False)
-        data = self.sse.feed(message.get("body", b""))
-        if not more:
-            data += self.sse.flush()
-        if data or not more:
+        body = message.get("body", b"")
+        data = self.sse.feed(body)
+        if not more and (rest := self.sse.flush()):
+            data += rest
+        if data is body and body:
+            await self.send(message)  # passed on as it came
+        elif data or not more:
             await self.send({"type": "http.response.body", "body": data, "more_body": more})
 
     async def _json_body(self, message: Message) -> None:
