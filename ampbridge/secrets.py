@@ -4,11 +4,8 @@
 directly, that is the upstream's entry (``apiKey@https://ampcode.com/``); logged in through
 ampbridge, it is ampbridge's own URL (``apiKey@http://localhost:8317``). Both are keys issued by
 the configured upstream, so both are read for it; the entry of ampcode.com is never used for
-another upstream. While no key is known, the file is looked at on every lookup, so a first login
-is used by the very next request; once a key is known, the file's size, mtime and inode are
-looked at again at most every half second (a ``stat`` per request would cost more than the rest
-of the lookup), so a new login or a logout counts within that time. An unchanged file is re-read
-every 5 minutes.
+another upstream. The file is looked at again whenever it changes (size, mtime, inode), so a
+fresh login is used by the very next request; an unchanged file is re-read every 5 minutes.
 """
 
 from __future__ import annotations
@@ -27,7 +24,6 @@ from .user_dirs import user_data_dir
 logger = logging.getLogger("ampbridge.secrets")
 
 SECRETS_CACHE_SECONDS = 300.0
-RECHECK_SECONDS = 0.5  # how old a known key may be before the file is looked at again
 ENTRY_PREFIX = "apiKey@"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 
@@ -93,13 +89,11 @@ class AmpSecretsFile:
         *,
         local_urls: Sequence[str] = (),
         ttl: float = SECRETS_CACHE_SECONDS,
-        recheck: float = RECHECK_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
         self.entry = secrets_entry_name(upstream_url)
         self.ttl = ttl
-        self.recheck = min(recheck, ttl)
         self.clock = clock
         upstream = _normalised(upstream_url)
         local = [url for url in dict.fromkeys(map(_normalised, local_urls)) if url != upstream]
@@ -108,23 +102,18 @@ class AmpSecretsFile:
         self._cached: str | None = None
         self._signature: FileSignature = None
         self._expires = float("-inf")
-        self._trusted_until = float("-inf")  # a known key is served without a look at the file
 
     def __repr__(self) -> str:
         return f"AmpSecretsFile(path={str(self.path)!r}, entry={self.entry!r})"
 
     def key(self) -> str | None:
-        now = self.clock()
-        cached = self._cached
-        if cached is not None and now < self._trusted_until:
-            return cached
         signature = _signature(self.path)
+        now = self.clock()
         with self._lock:
             if signature != self._signature or now >= self._expires:
                 self._cached = self._read()
                 self._signature = signature
                 self._expires = now + self.ttl
-            self._trusted_until = now + self.recheck
             return self._cached
 
     def _read(self) -> str | None:

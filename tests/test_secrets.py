@@ -8,13 +8,7 @@ import os
 
 import pytest
 
-from ampbridge.secrets import (
-    RECHECK_SECONDS,
-    AmpSecretsFile,
-    UpstreamKeyResolver,
-    local_urls,
-    secrets_entry_name,
-)
+from ampbridge.secrets import AmpSecretsFile, UpstreamKeyResolver, local_urls, secrets_entry_name
 
 UPSTREAM = "https://ampcode.com"
 LOCAL = local_urls(8317, ["amp.example.test", "*.tunnel.test"])
@@ -46,15 +40,14 @@ def test_local_urls_cover_loopback_names_and_exact_allowed_hosts():
     ]
 
 
-def test_login_through_ampbridge_is_used_by_the_next_lookup_then_a_new_login_after_the_recheck(tmp_path):
+def test_login_through_ampbridge_is_used_by_the_next_lookup_then_a_new_login_at_once(tmp_path):
     path = tmp_path / "secrets.json"
     clock = FrozenClock()
     secrets = AmpSecretsFile(path, UPSTREAM, local_urls=LOCAL, clock=clock)
     assert secrets.key() is None  # e.g. the native CLI's GET /api/auth/oauth-config before login
     write_as_amp_login(path, "http://localhost:8317", "fresh-login-key-1")
-    assert secrets.key() == "fresh-login-key-1"  # no time passed: without a key, every lookup looks
+    assert secrets.key() == "fresh-login-key-1"
     write_as_amp_login(path, "http://localhost:8317", "fresh-login-key-2")
-    clock.now = RECHECK_SECONDS
     assert secrets.key() == "fresh-login-key-2"
 
 
@@ -120,26 +113,22 @@ def test_unchanged_file_is_cached_for_five_minutes(tmp_path):
 def test_change_with_same_size_and_restored_mtime_is_still_seen(tmp_path):
     path = tmp_path / "secrets.json"
     write_as_amp_login(path, "http://localhost:8317", "key-aaaa")
-    clock = FrozenClock()
-    secrets = AmpSecretsFile(path, UPSTREAM, local_urls=LOCAL, clock=clock)
+    secrets = AmpSecretsFile(path, UPSTREAM, local_urls=LOCAL, clock=FrozenClock())
     assert secrets.key() == "key-aaaa"
     stat = path.stat()
     replacement = tmp_path / "new.json"
     write_as_amp_login(replacement, "http://localhost:8317", "key-bbbb")
     os.utime(replacement, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     replacement.replace(path)  # an atomic replace: same size, same mtime, new inode
-    clock.now = RECHECK_SECONDS
     assert secrets.key() == "key-bbbb"
 
 
-def test_removed_file_means_no_key_after_the_recheck(tmp_path):
+def test_removed_file_means_no_key_at_once(tmp_path):
     path = tmp_path / "secrets.json"
     write_as_amp_login(path, "http://localhost:8317", "gone-soon")
-    clock = FrozenClock()
-    secrets = AmpSecretsFile(path, UPSTREAM, local_urls=LOCAL, clock=clock)
+    secrets = AmpSecretsFile(path, UPSTREAM, local_urls=LOCAL, clock=FrozenClock())
     assert secrets.key() == "gone-soon"
     path.unlink()
-    clock.now = RECHECK_SECONDS
     assert secrets.key() is None
 
 
