@@ -40,6 +40,8 @@ def describe_model(model: str | None, limit: int = 120) -> str:
     forged log lines) and very long names cut."""
     if model is None:
         return "-"
+    if len(model) <= limit and model.isprintable():
+        return model  # the usual name, as it is
     text = model if len(model) <= limit else f"{model[:limit]}...({len(model)} chars)"
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
