@@ -17,6 +17,7 @@ import time
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
+from .batched_log import LoopBatchedStreamHandler
 from .credentials import redact as redact_query
 
 LOG_FILE = Path("logs") / "requests.log"
@@ -183,7 +184,7 @@ def configure_logging(
     )
     if not isinstance(resolved, int):
         raise ValueError(f"unknown log level {level!r}")
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    handlers: list[logging.Handler] = [LoopBatchedStreamHandler()]
     if to_file:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(
