@@ -48,10 +48,17 @@ def small_body(model: str, stream: bool = False) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """``count`` different free ports (the probes stay open until all are found, so the kernel
+    cannot hand out one port twice)."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 @dataclass
@@ -190,7 +197,10 @@ def run_wrk(url: str, script: Path, connections: int, seconds: int) -> dict:
         value, unit = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)\b", out).groups()
         result[f"p{pct}_ms"] = float(value) * _UNITS[unit]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    result["errors"] = int(errors.group(1)) if errors else 0
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    result["errors"] = (int(errors.group(1)) if errors else 0) + (
+        sum(int(n) for n in socket_errors.groups()) if socket_errors else 0
+    )
     return result
 
 
@@ -306,7 +316,7 @@ def start_all(
 ) -> Setup:
     """Start the fake backend (CPU 1), then nginx, the naive proxy and ampbridge (CPU 0), those
     of them named in ``systems``."""
-    fake_port, nginx_port, naive_port, amp_port = free_port(), free_port(), free_port(), free_port()
+    fake_port, nginx_port, naive_port, amp_port = free_ports(4)
     python = sys.executable
     fake = start(
         "fake", [python, "-m", "benchmarks.fake_backend", str(fake_port)], fake_port, stack, work, LOAD_CPU
@@ -382,6 +392,9 @@ def main() -> None:
         scripts = {name: wrk_script(work, small_body(model)) for name, (_, model) in targets.items()}
 
         def record(load: str, system: str, result: dict) -> None:
+            for server, _ in targets.values():  # a server that died would make the numbers lie
+                if server.process.poll() is not None:
+                    raise RuntimeError(f"{server.name} exited; see {work / (server.name + '.log')}")
             samples.setdefault(load, {}).setdefault(system, []).append(result)
             print(f"  {load:<12} {system:<9} {json.dumps(result)}", flush=True)
 
@@ -492,6 +505,11 @@ def target_checks(summary: dict, wide: int) -> list[tuple[str, float, float]]:
                 f"{name}: added p50 at c=1 over direct <= 0.5 ms",
                 c1[path]["p50_ms"] - c1[direct]["p50_ms"],
                 0.5,
+            ),
+            (
+                f"{name}: no failed requests (wrk, median of rounds)",
+                c1[path]["errors"] + c64[path]["errors"],
+                0.0,
             ),
             (f"{name}: c=64 requests/s >= 2,500", c64[path]["rps"], -2500),
             (f"{name}: c=64 requests/s >= 7x naive", c64[path]["rps"] / c64[naive]["rps"], -7.0),
