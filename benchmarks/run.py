@@ -172,8 +172,17 @@ def wrk_script(directory: Path, body: bytes) -> Path:
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def run_wrk(url: str, script: Path, connections: int, seconds: int) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(url: str, script: Path, connections: int, seconds: int, server: Server | None = None) -> dict:
+    """wrk's throughput, latency and failures; with ``server``, also the CPU time that server's
+    process spent per request (a measure other load on the machine hardly moves)."""
     threads = 1 if connections == 1 else 2
+    cpu_before = cpu_seconds(server.process.pid) if server else 0.0
     out = subprocess.run(
         [
             "wrk",
@@ -193,6 +202,9 @@ def run_wrk(url: str, script: Path, connections: int, seconds: int) -> dict:
         check=True,
     ).stdout
     result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
+    if server:
+        requests = int(re.search(r"(\d+) requests in", out).group(1))
+        result["cpu_us"] = (cpu_seconds(server.process.pid) - cpu_before) / max(requests, 1) * 1e6
     for pct in ("50", "99"):
         value, unit = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)\b", out).groups()
         result[f"p{pct}_ms"] = float(value) * _UNITS[unit]
@@ -406,7 +418,7 @@ def main() -> None:
             for name, (server, _) in targets.items():
                 record("post_c1", name, run_wrk(server.url + PATH, scripts[name], 1, args.seconds))
             for name, (server, _) in targets.items():
-                record("post_c64", name, run_wrk(server.url + PATH, scripts[name], 64, args.seconds))
+                record("post_c64", name, run_wrk(server.url + PATH, scripts[name], 64, args.seconds, server))
             for name, (server, model) in targets.items():
                 body = small_body(model, stream=True)
                 record("sse_1", name, asyncio.run(streams(server.url, 5, body, server, one_by_one=True)))
@@ -455,6 +467,7 @@ def print_report(summary: dict, wide: int, loads: list[float]) -> None:
         ("post_c64", "rps", "small POST, c=64, requests/s"),
         ("post_c64", "p50_ms", "small POST, c=64, p50 latency (ms)"),
         ("post_c64", "p99_ms", "small POST, c=64, p99 latency (ms)"),
+        ("post_c64", "cpu_us", "small POST, c=64, server CPU per request (us)"),
         ("sse_1", "ttfb_p50_ms", "SSE x1, time to first event (ms)"),
         ("sse_1", "total_p50_ms", "SSE x1, total (ms)"),
         ("sse_32", "ttfb_p50_ms", "SSE c=32, time to first event p50 (ms)"),
