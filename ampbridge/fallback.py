@@ -21,6 +21,7 @@ from typing import Protocol
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import scope_keys
+from .call_log import ROUTED_CALL
 from .headers import RawHeaders, with_content_length
 from .mapping import ModelMapper, RouteDecision, decide
 from .models import LocalModelsLike, WireFormat, as_local_models, describe_model, model_to_send
@@ -139,7 +140,8 @@ class AmpFallback:
             model = (await body.scan()).model
         if not isinstance(model, str) or not model:
             model = call.path_model
-        recorder = _StatusRecorder(send)
+        logged = logger.isEnabledFor(logging.INFO)
+        recorder = _StatusRecorder(send, logged=logged)
         started = time.perf_counter()
         if model is None:
             decision, resolved = RouteDecision.AMP_CREDITS, None
@@ -172,7 +174,15 @@ class AmpFallback:
                 if watched is not None:
                     watched.finish()
         if logger.isEnabledFor(logging.INFO):
-            _log_decision(decision, call, model, resolved, recorder.status, time.perf_counter() - started)
+            _log_decision(
+                decision,
+                call,
+                model,
+                resolved,
+                recorder.status,
+                time.perf_counter() - started,
+                scope.get("client"),
+            )
 
     def _watched(
         self, call: ProviderCall, scope: Scope, decision: RouteDecision, model: str, resolved: str, send: Send
@@ -295,6 +305,7 @@ def _log_decision(
     resolved: str | None,
     status: int | None,
     seconds: float,
+    client: tuple[str, int] | None,
 ) -> None:
     hint = ""
     if decision is RouteDecision.AMP_CREDITS and model:
@@ -303,7 +314,7 @@ def _log_decision(
             f" amp-model-mappings: [{{from: '{describe_model(model)}', to: <local model>}}])"
         )
     logger.info(
-        "%s model=%s resolved=%s provider=%s path=%s status=%s %.1fms%s",
+        "%s model=%s resolved=%s provider=%s path=%s status=%s %.1fms client=%s%s",
         decision,
         describe_model(model),
         describe_model(resolved),
@@ -311,20 +322,30 @@ def _log_decision(
         call.original_path,
         status,
         seconds * 1000,
+        f"{client[0]}:{client[1]}" if client else "-",
         hint,
     )
 
 
 class _StatusRecorder:
-    """Passes messages on and remembers the response status, for the routing log line."""
+    """Passes messages on and remembers the response status, for the routing log line. When that
+    line will be logged (``logged``), the reply starts with ``ROUTED_CALL`` set."""
 
-    __slots__ = ("send", "status")
+    __slots__ = ("logged", "send", "status")
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, *, logged: bool) -> None:
         self.send = send
+        self.logged = logged
         self.status: int | None = None
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
+            if self.logged:
+                marker = ROUTED_CALL.set(True)
+                try:
+                    await self.send(message)
+                finally:
+                    ROUTED_CALL.reset(marker)
+                return
         await self.send(message)

@@ -18,6 +18,7 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 from .batched_log import LoopBatchedStreamHandler
+from .call_log import SkipRoutedCalls
 from .credentials import redact as redact_query
 
 LOG_FILE = Path("logs") / "requests.log"
@@ -211,3 +212,6 @@ def configure_logging(
             logger.removeHandler(handler)
         logger.setLevel(logging.NOTSET)
         logger.propagate = True
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(existing, SkipRoutedCalls) for existing in access.filters):
+        access.addFilter(SkipRoutedCalls())  # a routed model call's own line says it all

@@ -207,10 +207,16 @@ def _pieces(workdir: Path) -> dict[str, Callable[[int], float]]:
         "RewritingSend, JSON reply with usage": fixes(usage_reply),
         "RewritingSend, fake SSE (50 events)": fixes(fake_stream),
         "routing line (_log_decision, LOCAL)": lambda loops: _timed(
-            lambda: _log_decision(RouteDecision.LOCAL, CALL, "bench-local", "bench-local", 200, 0.001), loops
+            lambda: _log_decision(
+                RouteDecision.LOCAL, CALL, "bench-local", "bench-local", 200, 0.001, ("127.0.0.1", 50000)
+            ),
+            loops,
         ),
         "routing line (_log_decision, AMP_CREDITS)": lambda loops: _timed(
-            lambda: _log_decision(RouteDecision.AMP_CREDITS, CALL, "claude-x", None, 200, 0.001), loops
+            lambda: _log_decision(
+                RouteDecision.AMP_CREDITS, CALL, "claude-x", None, 200, 0.001, ("127.0.0.1", 50000)
+            ),
+            loops,
         ),
         "uvicorn access line": lambda loops: _timed(
             lambda: access.info('%s - "%s %s HTTP/%s" %d', *access_args), loops

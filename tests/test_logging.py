@@ -92,4 +92,9 @@ def test_a_full_run_logs_decisions_to_console_and_file_and_no_key(tmp_path, upst
             r"AMP_CREDITS model=claude-elsewhere resolved=claude-elsewhere .*amp-model-mappings", text
         )
         assert "key=[redacted]" in text  # the access log line, with the key masked
+        # one line per model call: the routing line names the client; uvicorn's access line for
+        # it is left out, while other requests keep theirs
+        assert re.search(r"LOCAL model=claude-opus-4-7 .* client=127\.0\.0\.1:\d+", text)
+        assert '"POST /api/provider/anthropic/v1/messages' not in text
+        assert '"GET /api/user HTTP/1.1" 200' in text
     assert upstream.requests[-1].header("x-api-key") == SECRETS["upstream"]

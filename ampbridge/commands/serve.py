@@ -93,6 +93,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # An explicit --log-level wins over the config's `debug: true`.
     level = args.log_level or ("debug" if settings.debug else "info")
     configure_logging(level=level, to_file=settings.logging_to_file, log_format=args.log_format)
+    # No line shows the caller's file, thread or process: skip collecting them for every record
+    # (the documented switches; process-wide, which the server process is ours to decide).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     _print_banner(banner(loaded), args.log_format)
     for warning in startup_warnings(settings):
         warn_once(warning)
