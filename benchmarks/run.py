@@ -436,8 +436,14 @@ def main() -> None:
                 record(
                     f"sse_{args.streams}", name, asyncio.run(streams(server.url, args.streams, body, server))
                 )
-            for name, (server, model) in targets.items():
-                record("body_10mib", name, upload(server.url, big_body(model), server))
+            # Fresh processes: memory an earlier load freed (256 streams) stays resident and would
+            # take the body without any growth, hiding what the body costs.
+            with ExitStack() as fresh:
+                round_dir = work / f"fresh-{round_number}"
+                round_dir.mkdir()
+                for name, (server, model) in start_all(fresh, round_dir).targets.items():
+                    httpx.post(server.url + PATH, content=small_body(model), timeout=10)  # starts the app
+                    record("body_10mib", name, upload(server.url, big_body(model), server))
         loads.append(load_average())
     report = summarize(samples)
     args.out.parent.mkdir(parents=True, exist_ok=True)
