@@ -75,7 +75,7 @@ class StackPoolTransport(httpx.AsyncBaseTransport):
         head = request_head(request)
         chunked = _is_chunked(request.headers.raw)
         head_only = request.method == "HEAD"
-        may_retry = isinstance(request.stream, httpx.ByteStream)  # a streamed body is gone once sent
+        retried = False
         while True:
             connection = self._checkout(key) or await self._connect(key, timeouts.get("connect"))
             self.busy.add(connection)
@@ -85,8 +85,8 @@ class StackPoolTransport(httpx.AsyncBaseTransport):
             except NothingSent:
                 self.busy.discard(connection)
                 connection.close()
-                if may_retry:
-                    may_retry = False  # once, on a new connection
+                if not retried:  # nothing of it was written, not even a streamed body's first piece
+                    retried = True
                     continue
                 raise httpx.WriteError("the connection closed before the request was sent") from None
             except BaseException:
