@@ -1,8 +1,8 @@
 """A console log handler that writes the lines of one turn of the event loop together.
 
-The server logs about two lines per request (uvicorn's access line and ampbridge's routing line),
-and a console stream writes each line with its own system call: under load that was a tenth of
-the server's CPU time. Here lines logged on the event loop's thread are collected and written
+The server logs a line per request (uvicorn's access line, or ampbridge's routing line for a model
+call), and a console stream writes each line with its own system call: under load the writes
+were a tenth of the server's CPU time. Here lines logged on the event loop's thread are collected and written
 with one call at the end of the loop's current turn, in the order they were logged. A line
 logged anywhere else (another thread, before the loop runs, at shutdown) first writes what is
 pending, then itself, at once; ``flush`` and ``close`` write everything pending.
