@@ -173,7 +173,7 @@ class AmpFallback:
             finally:
                 if watched is not None:
                     watched.finish()
-        if logger.isEnabledFor(logging.INFO):
+        if logged:
             _log_decision(
                 decision,
                 call,
