@@ -120,6 +120,22 @@ class _Streamed(httpx.AsyncByteStream):
             yield piece
 
 
+SEND_SLICE = 256 * 1024
+
+
+class SlicedBody(httpx.ByteStream):
+    """A body held in memory, sent slice by slice without copying it whole (still replayable)."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(body)
+        self.body = body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        view = memoryview(self.body)
+        for start in range(0, len(view), SEND_SLICE):
+            yield view[start : start + SEND_SLICE]  # type: ignore[misc]  # h11 writes any bytes-like
+
+
 class Route:
     """One way out, for the requests ampbridge relays: built with the client's timeouts, and
     sent straight to the pool when no proxy applies to any target. httpx's client adds per request
@@ -149,7 +165,10 @@ class Route:
             if method in BODY_METHODS:
                 framing.append((b"content-length", b"0"))
         elif isinstance(content, bytes):
-            stream = httpx.ByteStream(content)
+            # The pool writes a large body in slices itself; httpx's transport (through a proxy)
+            # would join it whole with its framing, a second copy, unless handed slices.
+            large = self.direct is None and len(content) > SEND_SLICE
+            stream = SlicedBody(content) if large else httpx.ByteStream(content)
             framing.append((b"content-length", b"%d" % len(content)))
         else:
             stream = _Streamed(content)

@@ -105,25 +105,6 @@ async def stream_body(
             done.set()
 
 
-# A body held in memory is written in slices of this size when it goes through a proxy: httpx's
-# own transport joins what it writes with the framing into new bytes, which for a whole large body
-# would be a second copy of it.
-SEND_SLICE = 256 * 1024
-
-
-class SlicedBody(httpx.ByteStream):
-    """A body held in memory, sent slice by slice without copying it whole (still replayable)."""
-
-    def __init__(self, body: bytes) -> None:
-        super().__init__(body)
-        self.body = body
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        view = memoryview(self.body)
-        for start in range(0, len(view), SEND_SLICE):
-            yield view[start : start + SEND_SLICE]  # type: ignore[misc]  # h11 writes any bytes-like
-
-
 class Exchange:
     """One proxied request: build it with the target's URL and headers, then ``run`` it."""
 
@@ -164,8 +145,6 @@ class Exchange:
         if not isinstance(content, AsyncIterator):
             body_done.set()
         request = self.route.build(scope["method"], self.url, self.headers, content, length)
-        if isinstance(content, bytes) and len(content) > SEND_SLICE:
-            request.stream = SlicedBody(content)
 
         outcome = _Outcome()
         watch = _DisconnectWatch(receive, body_done, outcome)
