@@ -26,6 +26,8 @@ from typing import Any, ClassVar, Protocol
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .turn_writes import TurnWrites
+
 logger = logging.getLogger("ampbridge")
 
 DEFAULT_HEADER_TIMEOUT = 30.0
@@ -89,7 +91,7 @@ class _LimitedH11(H11Protocol):
     limits: ClassVar[ConnectionLimits]
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(TurnWrites(transport, self.loop))  # type: ignore[arg-type]
         self.limits.opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -118,7 +120,7 @@ def _httptools_class() -> type[asyncio.Protocol] | None:
         limits: ClassVar[ConnectionLimits]
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
+            super().connection_made(TurnWrites(transport, self.loop))  # type: ignore[arg-type]
             self.limits.opened(self)
 
         def connection_lost(self, exc: Exception | None) -> None:
@@ -145,7 +147,8 @@ def limited_protocol(
     header_timeout: float, max_connections: int, *, implementation: str = "auto"
 ) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol (httptools when installed, like uvicorn's "auto", else h11) with
-    the limits; each call makes a class with its own connection registry: one per server."""
+    the limits, writing through ``TurnWrites``; each call makes a class with its own connection
+    registry: one per server."""
     base = _httptools_class() if implementation in ("auto", "httptools") else None
     if base is None and implementation == "httptools":
         raise ValueError("httptools is not installed")

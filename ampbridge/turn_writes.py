@@ -1,0 +1,74 @@
+"""A server transport that sends the small writes of one event-loop turn with one system call.
+
+uvicorn writes a response's head as soon as the app starts the reply, then each body part as it
+comes: a small reply costs two ``send`` calls, each a full trip through the kernel's TCP stack
+(on loopback, the receiver's side too). Under load those calls were a fifth of the server's CPU.
+Here small writes are collected and sent together at the end of the loop's current turn, in
+order; a large write first sends what is pending, then itself, at once. Closing sends what is
+pending first, so nothing written is lost; aborting drops it, as aborting a transport does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+# At or above this size a write goes out at once (after what is pending): joining it with the
+# small writes before it would copy it, and flow control must see it as soon as it is written.
+DIRECT_WRITE = 64 * 1024
+
+
+class TurnWrites:
+    """Wraps a connection's transport for its protocol; everything but writing and closing is
+    the transport's own."""
+
+    __slots__ = ("loop", "pending", "scheduled", "transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self.loop = loop
+        self.pending: list[bytes] = []
+        self.scheduled = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if len(data) >= DIRECT_WRITE:
+            self.flush()
+            self.transport.write(data)
+            return
+        if not data:
+            return
+        self.pending.append(bytes(data))
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def writelines(self, parts: Any) -> None:
+        for part in parts:
+            self.write(part)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        if not self.pending:
+            return
+        data = self.pending[0] if len(self.pending) == 1 else b"".join(self.pending)
+        self.pending.clear()
+        if not self.transport.is_closing():
+            self.transport.write(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self.transport.get_write_buffer_size() + sum(map(len, self.pending))
+
+    def write_eof(self) -> None:
+        self.flush()
+        self.transport.write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def abort(self) -> None:
+        self.pending.clear()
+        self.transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)

@@ -1,0 +1,164 @@
+"""``TurnWrites``: the small writes of one loop turn leave in one transport write, in order, and
+closing never loses what was written."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+import pytest
+import uvicorn
+from uvicorn.server import ServerState
+
+from ampbridge.serve_limits import limited_protocol
+from ampbridge.turn_writes import DIRECT_WRITE, TurnWrites
+
+
+class RecordingTransport(asyncio.Transport):
+    """What a socket transport would have been asked to send, call by call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+        self.aborted = False
+        self.protocol: asyncio.BaseProtocol | None = None
+
+    def write(self, data) -> None:  # type: ignore[no-untyped-def]
+        assert not self.closed, "written after close"
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name, default=None):  # type: ignore[no-untyped-def]
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8317)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+
+def in_loop(test):
+    """Runs an async test on a fresh event loop."""
+
+    @functools.wraps(test)
+    def run(*args, **kwargs):  # type: ignore[no-untyped-def]
+        asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+async def next_turn() -> None:
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
+@in_loop
+async def test_writes_of_one_turn_leave_together_after_it():
+    sent = RecordingTransport()
+    writes = TurnWrites(sent, asyncio.get_running_loop())
+    writes.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    writes.write(bytearray(b"ok"))
+    writes.write(b"")
+    assert sent.writes == []
+    assert writes.get_write_buffer_size() == 21
+    await next_turn()
+    assert sent.writes == [b"HTTP/1.1 200 OK\r\n\r\nok"]
+    writes.write(b"next")
+    await next_turn()
+    assert sent.writes[1:] == [b"next"]
+
+
+@in_loop
+async def test_a_large_write_goes_at_once_after_what_is_pending():
+    sent = RecordingTransport()
+    writes = TurnWrites(sent, asyncio.get_running_loop())
+    large = b"x" * DIRECT_WRITE
+    writes.write(b"head")
+    writes.write(large)
+    assert sent.writes == [b"head", large]
+    writes.write(b"tail")
+    await next_turn()
+    assert sent.writes == [b"head", large, b"tail"]
+
+
+@in_loop
+async def test_close_sends_what_is_pending_first_and_abort_drops_it():
+    sent = RecordingTransport()
+    writes = TurnWrites(sent, asyncio.get_running_loop())
+    writes.write(b"last words")
+    writes.close()
+    assert sent.writes == [b"last words"] and sent.closed
+    await next_turn()
+    assert sent.writes == [b"last words"]
+
+    aborted = RecordingTransport()
+    writes = TurnWrites(aborted, asyncio.get_running_loop())
+    writes.write(b"never sent")
+    writes.abort()
+    await next_turn()
+    assert aborted.writes == [] and aborted.aborted
+
+
+@in_loop
+async def test_nothing_is_written_to_a_transport_already_closing():
+    sent = RecordingTransport()
+    writes = TurnWrites(sent, asyncio.get_running_loop())
+    writes.write(b"too late")
+    sent.closed = True  # the peer went away within the turn
+    await next_turn()
+    assert sent.writes == []
+
+
+@in_loop
+async def test_everything_else_is_the_transports_own():
+    sent = RecordingTransport()
+    writes = TurnWrites(sent, asyncio.get_running_loop())
+    assert writes.get_extra_info("peername") == ("127.0.0.1", 50000)
+    protocol = asyncio.Protocol()
+    writes.set_protocol(protocol)
+    assert sent.protocol is protocol
+
+
+async def app(scope, receive, send):
+    await receive()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.mark.parametrize("implementation", ["httptools", "h11"])
+@in_loop
+async def test_the_served_protocol_sends_a_small_reply_with_one_write(implementation):
+    protocol_class = limited_protocol(30, 100, implementation=implementation)
+    config = uvicorn.Config(app, http=protocol_class, log_level="warning", lifespan="off")
+    config.load()
+    protocol = protocol_class(config=config, server_state=ServerState(), app_state={})  # type: ignore[call-arg]
+    sent = RecordingTransport()
+    protocol.connection_made(sent)
+    for _ in range(2):  # and again on the kept-alive connection
+        before = len(sent.writes)
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        for _ in range(50):
+            await asyncio.sleep(0)
+            if len(sent.writes) > before:
+                break
+        await next_turn()
+        assert len(sent.writes) == before + 1
+        reply = sent.writes[-1]
+        assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"\r\n\r\nok")
+    protocol.connection_lost(None)
