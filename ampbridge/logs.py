@@ -84,8 +84,9 @@ _STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None)
 }
 
 
-# Set on a record once it is masked, so the filter of a second handler (or of the logger and its
-# handlers) leaves it as it is: masking again would find nothing more.
+# Set on a record once it is masked, to the masked message: the filter of a second handler (or of
+# the logger and its handlers) leaves the record as it is, masking again would find nothing more,
+# and the text formatter takes the message from here instead of formatting it again.
 _MASKED = "_ampbridge_masked"
 _KNOWN_ATTRIBUTES = _STANDARD_ATTRIBUTES | {_MASKED}
 
@@ -117,7 +118,8 @@ class RedactSecrets(logging.Filter):
         try:
             formatted = record.getMessage()
         except (TypeError, ValueError, KeyError):
-            record.msg, record.args = redact(f"{record.msg} (arguments that do not fit dropped)"), ()
+            masked = redact(f"{record.msg} (arguments that do not fit dropped)")
+            record.msg, record.args = masked, ()
         else:
             masked = redact(formatted)
             if masked != formatted or not isinstance(record.msg, str) or isinstance(record.args, dict):
@@ -127,7 +129,7 @@ class RedactSecrets(logging.Filter):
         for key, value in _extra_fields(record).items():
             if isinstance(value, str):
                 setattr(record, key, redact(value))
-        setattr(record, _MASKED, True)
+        setattr(record, _MASKED, masked)
         return True
 
 
@@ -160,8 +162,33 @@ class JsonLineFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+class TextLineFormatter(logging.Formatter):
+    """``FORMAT``, made for a line per request: the date and time are formatted once per second,
+    and a message the redaction filter already formatted is not formatted again."""
+
+    def __init__(self) -> None:
+        super().__init__(FORMAT)
+        self._second: int | None = None
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
+            self._second = second
+        return f"{self._stamp},{int(record.msecs):03d}"
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.__dict__.get(_MASKED)
+        if not isinstance(message, str) or record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        record.message = message
+        record.asctime = self.formatTime(record)
+        return f"{record.asctime} {record.levelname} {record.name}: {message}"
+
+
 def _formatter(log_format: str) -> logging.Formatter:
-    return JsonLineFormatter() if log_format == "json" else logging.Formatter(FORMAT)
+    return JsonLineFormatter() if log_format == "json" else TextLineFormatter()
 
 
 _HANDLER_TAG = "_ampbridge_handler"
