@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable
 from typing import Any, cast
 
 import httptools
@@ -346,28 +346,38 @@ class Connection(asyncio.Protocol):
         self._reset()
         self.head_only = head_only
         self.parser = httptools.HttpResponseParser(self)
-        in_memory = isinstance(body, httpx.ByteStream)  # else each piece goes out as it comes
-        pending = head
-        async for chunk in body:
-            if not chunk:
-                continue
-            if chunked:
-                chunk = b"%x\r\n%s\r\n" % (len(chunk), chunk)
-            if in_memory and len(pending) + len(chunk) <= JOINED_BODY:
-                pending += chunk
-                continue
-            if pending:
-                await self._write(pending, limit)
-                pending = b""
-            view = memoryview(chunk)
-            for start in range(0, len(view), WRITE_SLICE):
-                await self._write(view[start : start + WRITE_SLICE], limit)
-            if self.ended:  # the server answered early (say, 413) and closed: read that answer
-                return
+        pending: bytes | None = head
+        if isinstance(body, httpx.ByteStream):  # in memory: iterated as the sync iterable it also is
+            for chunk in body:
+                pending = await self._put(pending, chunk, chunked, True, limit)
+        else:  # each piece goes out as it comes
+            async for chunk in body:
+                if (pending := await self._put(pending, chunk, chunked, False, limit)) is None:
+                    return
+        if pending is None:  # the server answered early (say, 413) and closed: read that answer
+            return
         if chunked:
             pending += _CHUNKED_END
         if pending:
             await self._write(pending, limit)
+
+    async def _put(
+        self, pending: bytes | None, chunk: bytes, chunked: bool, in_memory: bool, limit: float | None
+    ) -> bytes | None:
+        """One piece of the body: joined with what is pending while that stays small, else
+        written. What is pending then, or None when the server has answered and closed early."""
+        if pending is None or not chunk:
+            return pending
+        if chunked:
+            chunk = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+        if in_memory and len(pending) + len(chunk) <= JOINED_BODY:
+            return pending + chunk
+        if pending:
+            await self._write(pending, limit)
+        view = memoryview(chunk)
+        for start in range(0, len(view), WRITE_SLICE):
+            await self._write(view[start : start + WRITE_SLICE], limit)
+        return None if self.ended else b""
 
     async def _write(self, data: bytes | memoryview, limit: float | None) -> None:
         transport = self.transport
@@ -384,7 +394,8 @@ class Connection(asyncio.Protocol):
             await self._wait(limit)
         return self.status, self.headers, self.reason, b"HTTP/" + self.version.encode("ascii")
 
-    async def body(self, limit: float | None) -> AsyncIterator[bytes]:
+    async def next_piece(self, limit: float | None) -> bytes:
+        """The body's bytes received since the last piece; StopAsyncIteration at its end."""
         while True:
             chunks = self.chunks
             if chunks:
@@ -394,14 +405,13 @@ class Connection(asyncio.Protocol):
                 if self.reading_paused and self.transport is not None:
                     self.reading_paused = False
                     self.transport.resume_reading()
-                yield data
-            elif self.error is not None:
+                return data
+            if self.error is not None:
                 raise self.error
-            elif self.complete:
-                return
-            else:
-                self._raise_if_failed("the server closed the connection before the reply's end")
-                await self._wait(limit)
+            if self.complete:
+                raise StopAsyncIteration
+            self._raise_if_failed("the server closed the connection before the reply's end")
+            await self._wait(limit)
 
     def _raise_if_failed(self, closed: str) -> None:
         if self.error is not None:
@@ -452,8 +462,11 @@ class ResponseStream(httpx.AsyncByteStream):
         self.limit = limit
         self.released = False
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self.connection.body(self.limit)
+    def __aiter__(self) -> ResponseStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self.connection.next_piece(self.limit)
 
     async def aclose(self) -> None:
         if self.released:

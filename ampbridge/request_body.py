@@ -30,7 +30,7 @@ from starlette.types import Receive, Scope, Send
 
 from .jsonutil import dump_json, parse_json_object
 from .model_scan import ModelScan, scan_model, scan_model_async
-from .proxy import BodyTooLarge, ClientDisconnected, body_too_large, declared_length, stream_body
+from .proxy import BodyTooLarge, ClientDisconnected, body_piece, body_too_large, declared_length
 
 THREAD_THRESHOLD = 1 << 20  # bodies larger than this are parsed in a worker thread
 T = TypeVar("T")
@@ -162,7 +162,15 @@ async def _read_bytes(receive: Receive, limit: int, declared: int | None) -> byt
     memory the system maps only as it is written), so it is never copied to grow."""
     first = b""
     buffer: io.BytesIO | None = None
-    async for chunk in stream_body(receive, limit):
+    total = 0
+    more = True
+    while more:
+        chunk, more = await body_piece(receive)
+        total += len(chunk)
+        if total > limit:
+            raise BodyTooLarge
+        if not chunk:
+            continue
         if buffer is not None:
             buffer.write(chunk)
         elif not first:
