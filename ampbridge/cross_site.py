@@ -74,11 +74,13 @@ class CrossSiteGate:
         return port == request_port
 
     def is_cross_site(self, scope: Scope) -> bool:
-        if any(
-            value.strip().lower() in CROSS_SITE_FETCHES for value in header_values(scope, b"sec-fetch-site")
-        ):
-            return True
-        origins = header_values(scope, b"origin")
+        origins: list[bytes] = []
+        for name, value in scope.get("headers", ()):  # one pass: most requests carry neither
+            if name == b"sec-fetch-site":
+                if value.strip().lower() in CROSS_SITE_FETCHES:
+                    return True
+            elif name == b"origin":
+                origins.append(value)
         if not origins:
             return False
         hosts = header_values(scope, b"host")

@@ -45,6 +45,7 @@ _NAME_CORES = tuple(
     for name in _CREDENTIAL_HEADER_NAMES
     if not any(other != name and other in name for other in _CREDENTIAL_HEADER_NAMES)
 )
+_NAME_CORE = re.compile("|".join(map(re.escape, _NAME_CORES)))
 # "Authorization: Bearer ..." as a handshake line prints it: the value runs to the end of the line.
 _HEADER_LINE = re.compile(rf"(?im)(?<![\w-])((?:{_CREDENTIAL_HEADERS})[ \t]*:[ \t]*)[^\r\n]+")
 # ('authorization', 'Bearer ...'), (b'x-api-key', b'...'), {'Authorization': '...'}: a quoted value.
@@ -61,8 +62,7 @@ def _may_name_credential_header(text: str) -> bool:
     dotless i) for ASCII ones that ``str.lower`` keeps apart."""
     if not text.isascii():
         return True
-    lowered = text.lower()
-    return any(core in lowered for core in _NAME_CORES)
+    return _NAME_CORE.search(text.lower()) is not None
 
 
 def redact(text: str) -> str:
@@ -171,7 +171,7 @@ class TextLineFormatter(logging.Formatter):
         self._second: int | None = None
         self._stamp = ""
 
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         second = int(record.created)
         if second != self._second:
             self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))

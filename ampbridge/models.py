@@ -65,6 +65,8 @@ class ModelPatterns:
         return f"ModelPatterns(exact={sorted(self.exact)}, globs={len(self.globs)})"
 
     def matches(self, model: str) -> bool:
+        if not self.exact and not self.globs:
+            return False
         lowered = model.lower()
         return lowered in self.exact or any(glob.match(lowered) for glob in self.globs)
 

@@ -8,6 +8,7 @@ on the way would normalise differently.
 
 from __future__ import annotations
 
+import functools
 import re
 from urllib.parse import unquote_to_bytes
 
@@ -28,6 +29,7 @@ def _decodes_as_utf8(raw_path: bytes) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1024)  # a client asks for a handful of paths, again and again
 def is_safe_path(path: str, raw_path: bytes | None) -> bool:
     """False for dot segments, backslashes, control characters, and encoded ``.``, ``/``, ``\\``
     or control characters."""

@@ -118,6 +118,9 @@ def _linux_interface_addresses() -> set[str]:
     return found
 
 
+MAX_VERDICTS = 256  # Host headers whose verdict is kept: bounded, whatever names clients send
+
+
 class HostAllowlist:
     """Which host names are ampbridge's own: the loopback names and any 127.x address, the bind
     host, the configured ``allowed-hosts`` (names or ``*.suffix``) and, when bound to all
@@ -144,6 +147,7 @@ class HostAllowlist:
             exact.update(interface_addresses())
         self.exact = frozenset(exact)
         self.suffixes = tuple(suffixes)
+        self._verdicts: dict[str, bool] = {}  # per Host header seen; a few names in practice
 
     def allows_name(self, host: str) -> bool:
         """``host`` is a bare host name or address, as ``split_host`` returns it."""
@@ -158,8 +162,13 @@ class HostAllowlist:
 
     def allows(self, host_header: str) -> bool:
         """``host_header`` as a client sends it: ``name``, ``name:port``, ``[v6]:port``."""
-        host = split_host(host_header)
-        return host is not None and self.allows_name(host)
+        verdict = self._verdicts.get(host_header)
+        if verdict is None:
+            host = split_host(host_header)
+            verdict = host is not None and self.allows_name(host)
+            if len(self._verdicts) < MAX_VERDICTS:
+                self._verdicts[host_header] = verdict
+        return verdict
 
 
 def header_values(scope: Scope, name: bytes) -> list[bytes]:

@@ -145,7 +145,8 @@ async def app(scope, receive, send):
 @in_loop
 async def test_the_served_protocol_sends_a_small_reply_with_one_write(implementation):
     protocol_class = limited_protocol(30, 100, implementation=implementation)
-    config = uvicorn.Config(app, http=protocol_class, log_level="warning", lifespan="off")
+    # No log config and no level: uvicorn would otherwise set up its loggers for the whole process.
+    config = uvicorn.Config(app, http=protocol_class, log_config=None, lifespan="off")
     config.load()
     protocol = protocol_class(config=config, server_state=ServerState(), app_state={})  # type: ignore[call-arg]
     sent = RecordingTransport()
