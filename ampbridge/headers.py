@@ -112,7 +112,8 @@ def with_content_length(headers: Iterable[tuple[bytes, bytes]], length: int | No
 
 def header_value(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     """The first value of ``name`` (lower-case) in a raw header list."""
+    size = len(name)
     for key, value in headers:
-        if key.lower() == name:
+        if key == name or (len(key) == size and key.lower() == name):
             return value
     return None

@@ -26,7 +26,8 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_FORMATS = ("text", "json")
 # The loggers ampbridge's handlers serve; uvicorn.error and uvicorn.access pass through "uvicorn".
 OWNED_LOGGERS = ("ampbridge", "uvicorn", "websockets")
-_UVICORN_CHILDREN = ("uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+ACCESS_LOGGER = "uvicorn.access"
+_UVICORN_CHILDREN = ("uvicorn.error", ACCESS_LOGGER, "uvicorn.asgi")
 
 _CREDENTIAL_HEADER_NAMES = (
     "authorization",
@@ -104,16 +105,17 @@ def _extra_fields(record: logging.LogRecord) -> dict[str, object]:
 
 class RedactSecrets(logging.Filter):
     """Masks secrets in a record's message, arguments and extra string fields. uvicorn's access
-    formatter reads the request path from ``record.args``, so arguments are redacted in place;
-    a message whose formatted text still shows a secret (a header line split between the
-    message and its arguments) is replaced by that text, masked. Arguments that do not fit the
-    message are dropped: logging would otherwise print them, unmasked, in its error report.
+    formatter reads the request path from ``record.args``, so an access line's arguments are
+    redacted in place; any message whose formatted text shows a secret (in an argument, or a
+    header line split between the message and its arguments) is replaced by that text, masked.
+    Arguments that do not fit the message are dropped: logging would otherwise print them,
+    unmasked, in its error report.
     A record is masked once, however many handlers with this filter it passes."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if _MASKED in record.__dict__:
             return True
-        if isinstance(record.args, tuple):
+        if isinstance(record.args, tuple) and record.name == ACCESS_LOGGER:
             record.args = tuple([redact(arg) if isinstance(arg, str) else arg for arg in record.args])
         try:
             formatted = record.getMessage()
@@ -239,6 +241,6 @@ def configure_logging(
             logger.removeHandler(handler)
         logger.setLevel(logging.NOTSET)
         logger.propagate = True
-    access = logging.getLogger("uvicorn.access")
+    access = logging.getLogger(ACCESS_LOGGER)
     if not any(isinstance(existing, SkipRoutedCalls) for existing in access.filters):
         access.addFilter(SkipRoutedCalls())  # a routed model call's own line says it all
