@@ -10,6 +10,7 @@ it to the Amp upstream unchanged.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -88,10 +89,20 @@ def provider_call_for(scope: Scope, route: ApiRoute, prefix: str) -> ProviderCal
 
 def parse_provider_call(scope: Scope, prefix: str = DEFAULT_PREFIX) -> ProviderCall | None:
     """The ``ProviderCall`` for a request under ``prefix``, or None when no model route fits."""
+    return _parsed_call(
+        scope["path"], scope.get("raw_path"), scope.get("root_path", ""), scope["method"], prefix
+    )
+
+
+@functools.lru_cache(maxsize=1024)  # a client calls a handful of paths, again and again
+def _parsed_call(
+    path: str, raw_path: bytes | None, root_path: str, method: str, prefix: str
+) -> ProviderCall | None:
+    scope = {"path": path, "raw_path": raw_path, "root_path": root_path, "method": method}
     split = split_provider_path(route_path(scope), prefix)
     if split is None:
         return None
-    route = match_api_path(split[1], scope["method"])
+    route = match_api_path(split[1], method)
     return provider_call_for(scope, route, prefix) if route is not None else None
 
 
