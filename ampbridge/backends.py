@@ -252,12 +252,16 @@ class LocalBackends:
         if plan is None:
             await self._not_served(route, model, body, scope, receive, send)
             return
-        if body is None and (plan.translated or self._renames(plan.backend, model)):
+        base, suffix = split_thinking_suffix(model)
+        served = plan.backend.served_name(base)  # a pool's next name: taken once per call
+        renamed = served != base
+        if body is None and (plan.translated or renamed):
             body = await read_request_body(scope, receive, send, self.max_body_size)
             if body is None:
                 return
         if plan.target is None:
-            await self._pass_through(plan.backend, route, model, body, scope, receive, send)
+            sent = served + suffix if renamed else None
+            await self._pass_through(plan.backend, route, model, sent, body, scope, receive, send)
             return
         assert body is not None
         payload, body.payload = body.payload, None
@@ -268,12 +272,11 @@ class LocalBackends:
             return
         source = dialect_of(wire_format, route.endpoint)
         assert source is not None
-        base, suffix = split_thinking_suffix(model)
         call = TranslatedCall(
             source=source,
             target=plan.target,
             requested_model=base,
-            sent_model=plan.backend.served_name(base) + suffix,
+            sent_model=served + suffix,
             stream=client_streams(source, payload, route.action),
             gemini_sse=gemini_wants_sse(scope.get("query_string", b"")),
         )
@@ -286,32 +289,27 @@ class LocalBackends:
         )
         await run_translated(call, payload, scope, receive, send, self._relay(plan.backend, wire_format))
 
-    @staticmethod
-    def _renames(backend: AnyBackend, model: str) -> bool:
-        base, _ = split_thinking_suffix(model)
-        return backend.served_name(base) != base
-
     async def _pass_through(
         self,
         backend: AnyBackend,
         route: ApiRoute,
         model: str,
+        served: str | None,
         body: RequestBody | None,
         scope: Scope,
         receive: Receive,
         send: Send,
     ) -> None:
         """The call in its own dialect: bytes unchanged, unless the backend knows the model
-        under another name (then that name is sent, and the reply carries the asked-for one)."""
+        under another name, ``served`` (then that name is sent, and the reply carries the
+        asked-for one)."""
         relay = self._relay(backend, route.wire_format)
-        if not self._renames(backend, model):
+        if served is None:
             if body is not None:
                 receive = replay(body.take_bytes(), receive)
             await relay(scope, receive, send)
             return
         assert body is not None
-        base, suffix = split_thinking_suffix(model)
-        served = backend.served_name(base) + suffix
         renamed_scope = dict(scope)
         if body.payload is not None and "model" in body.payload:
             body.payload["model"] = served

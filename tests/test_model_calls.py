@@ -534,3 +534,30 @@ def test_malformed_targets_get_400_never_500(backends, bridge, target):
     ampbridge = bridge(provider_settings(backends, amp_upstream_url=""))
     status, _ = raw_request(ampbridge.url, target, method="POST")
     assert status == 400
+
+
+# --- an alias served by several upstream names ------------------------------------------------
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_pool_of_three_names_takes_each_in_turn(backends, bridge, streamed):
+    """Each call takes the pool's next name, once: three calls, three names, any pool size."""
+    names = ["gpt-pool-a", "gpt-pool-b", "gpt-pool-c"]
+    provider = {
+        "name": "pooled",
+        "type": "openai",
+        "base-url": backends["openai"].url + "/v1",
+        "api-key": OPENAI_KEY,
+        "models": [{"name": name, "alias": "pooled-coder"} for name in names],
+    }
+    ampbridge = bridge(Settings(providers=[provider]))
+    for _ in range(6):
+        response = httpx.post(
+            f"{ampbridge.url}/api/provider/openai/v1/chat/completions",
+            json={"model": "pooled-coder", "stream": streamed, "messages": [{"role": "user", "content": "hi"}]},
+            headers={"authorization": f"Bearer {CLIENT_KEY}"},
+        )
+        assert response.status_code == 200
+        assert "pooled-coder" in response.text and "gpt-pool" not in response.text  # the alias comes back
+    sent = [request.json()["model"] for request in backends["openai"].requests]
+    assert sorted(sent[:3]) == names and sent[3:] == sent[:3]
