@@ -105,6 +105,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # full passes under load (10 ms and more each) walk only what requests create.
     gc.collect()
     gc.freeze()
+    # The young generation is collected after 10,000 more tracked objects, not 700: the objects
+    # of 64 requests in flight passed 700 every ten requests or so, and those passes cost about
+    # 12 µs per request at that load. Requests free nearly everything they make themselves.
+    gc.set_threshold(10_000, *gc.get_threshold()[1:])
     uvicorn.run(
         app,
         host=settings.bind_host,
