@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, cast
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -121,6 +121,7 @@ class _LimitedH11(H11Protocol):
             self.limits.head_started(self)
 
     def on_response_complete(self) -> None:
+        cast(TurnWrites, self.transport).flush()  # a whole reply goes out now, not at the turn end
         self.limits.idle(self)  # before: the next pipelined request is handled inside
         super().on_response_complete()
 
@@ -151,6 +152,7 @@ def _httptools_class() -> type[asyncio.Protocol] | None:
             super().on_headers_complete()
 
         def on_response_complete(self) -> None:
+            cast(TurnWrites, self.transport).flush()  # a whole reply goes out now, not at the turn end
             super().on_response_complete()
             if self.timeout_keep_alive_task is not None:  # no pipelined request started
                 self.limits.idle(self)

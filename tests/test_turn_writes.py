@@ -135,10 +135,15 @@ async def test_everything_else_is_the_transports_own():
     assert sent.protocol is protocol
 
 
+WRITES_SEEN_AFTER_THE_LAST_SEND: list[int] = []
+
+
 async def app(scope, receive, send):
     await receive()
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
     await send({"type": "http.response.body", "body": b"ok"})
+    # what an app does after its reply (log lines, accounting) must not hold the reply back
+    WRITES_SEEN_AFTER_THE_LAST_SEND.append(len(scope["state"]["sent"].writes))
 
 
 @pytest.mark.parametrize("implementation", ["httptools", "h11"])
@@ -148,9 +153,10 @@ async def test_the_served_protocol_sends_a_small_reply_with_one_write(implementa
     # No log config and no level: uvicorn would otherwise set up its loggers for the whole process.
     config = uvicorn.Config(app, http=protocol_class, log_config=None, lifespan="off")
     config.load()
-    protocol = protocol_class(config=config, server_state=ServerState(), app_state={})  # type: ignore[call-arg]
     sent = RecordingTransport()
+    protocol = protocol_class(config=config, server_state=ServerState(), app_state={"sent": sent})  # type: ignore[call-arg]
     protocol.connection_made(sent)
+    WRITES_SEEN_AFTER_THE_LAST_SEND.clear()
     for _ in range(2):  # and again on the kept-alive connection
         before = len(sent.writes)
         protocol.data_received(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
@@ -162,4 +168,5 @@ async def test_the_served_protocol_sends_a_small_reply_with_one_write(implementa
         assert len(sent.writes) == before + 1
         reply = sent.writes[-1]
         assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"\r\n\r\nok")
+    assert WRITES_SEEN_AFTER_THE_LAST_SEND == [1, 2]
     protocol.connection_lost(None)
