@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Protocol, cast
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .call_log import AccessLogSkippingRoutedCalls
 from .turn_writes import TurnWrites
 
 logger = logging.getLogger("ampbridge")
@@ -105,6 +106,10 @@ class ConnectionLimits:
 class _LimitedH11(H11Protocol):
     limits: ClassVar[ConnectionLimits]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.access_logger = AccessLogSkippingRoutedCalls(self.access_logger)  # type: ignore[assignment]
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(TurnWrites(transport, self.loop))  # type: ignore[arg-type]
         self.limits.opened(self)
@@ -135,6 +140,10 @@ def _httptools_class() -> type[asyncio.Protocol] | None:
     class _LimitedHttpTools(HttpToolsProtocol):
         limits: ClassVar[ConnectionLimits]
 
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.access_logger = AccessLogSkippingRoutedCalls(self.access_logger)  # type: ignore[assignment]
+
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(TurnWrites(transport, self.loop))  # type: ignore[arg-type]
             self.limits.opened(self)
@@ -164,8 +173,8 @@ def limited_protocol(
     header_timeout: float, max_connections: int, *, implementation: str = "auto"
 ) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol (httptools when installed, like uvicorn's "auto", else h11) with
-    the limits, writing through ``TurnWrites``; each call makes a class with its own connection
-    registry: one per server."""
+    the limits, writing through ``TurnWrites``, making no access line for a routed model call;
+    each call makes a class with its own connection registry: one per server."""
     base = _httptools_class() if implementation in ("auto", "httptools") else None
     if base is None and implementation == "httptools":
         raise ValueError("httptools is not installed")
