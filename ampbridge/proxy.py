@@ -240,11 +240,12 @@ class _DisconnectWatch:
         self.body_done = body_done
         self.outcome = outcome
         self.task: asyncio.Task[None] | None = None
-        self.watches = _Watches.of(relaying.get_loop())
-        self.watches.add(self)
+        loop = relaying.get_loop()
+        self.watches = _Watches.of(loop)
+        self.watches.add(self, loop)
 
     def start(self) -> None:
-        self.task = self.watches.loop.create_task(self._watch())
+        self.task = self.relaying.get_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
         await self.body_done.wait()
@@ -262,14 +263,14 @@ class _DisconnectWatch:
 class _Watches:
     """The exchanges of one event loop still waiting for their watcher, in two generations: a
     single timer for them all (a timer per exchange cost more than the rest of this module)
-    starts the older generation's watchers every ``WATCH_AFTER`` seconds."""
+    starts the older generation's watchers every ``WATCH_AFTER`` seconds. (It keeps no reference
+    to its loop: the registry would then keep every loop alive.)"""
 
     _of_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watches]] = (
         weakref.WeakKeyDictionary()
     )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self) -> None:
         self.young: dict[_DisconnectWatch, None] = {}
         self.old: dict[_DisconnectWatch, None] = {}
         self.ticking = False
@@ -278,14 +279,14 @@ class _Watches:
     def of(cls, loop: asyncio.AbstractEventLoop) -> _Watches:
         watches = cls._of_loop.get(loop)
         if watches is None:
-            watches = cls._of_loop[loop] = cls(loop)
+            watches = cls._of_loop[loop] = cls()
         return watches
 
-    def add(self, watch: _DisconnectWatch) -> None:
+    def add(self, watch: _DisconnectWatch, loop: asyncio.AbstractEventLoop) -> None:
         self.young[watch] = None
         if not self.ticking:
             self.ticking = True
-            self.loop.call_later(WATCH_AFTER, self._tick)
+            loop.call_later(WATCH_AFTER, self._tick, loop)
 
     def discard(self, watch: _DisconnectWatch) -> None:
         if watch in self.young:
@@ -293,13 +294,13 @@ class _Watches:
         else:
             self.old.pop(watch, None)
 
-    def _tick(self) -> None:
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         due, self.old, self.young = self.old, self.young, {}
         for watch in due:
             watch.start()
         self.ticking = bool(self.old)
         if self.ticking:
-            self.loop.call_later(WATCH_AFTER, self._tick)
+            loop.call_later(WATCH_AFTER, self._tick, loop)
 
 
 class _Outcome:
