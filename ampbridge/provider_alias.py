@@ -89,13 +89,25 @@ def provider_call_for(scope: Scope, route: ApiRoute, prefix: str) -> ProviderCal
 
 def parse_provider_call(scope: Scope, prefix: str = DEFAULT_PREFIX) -> ProviderCall | None:
     """The ``ProviderCall`` for a request under ``prefix``, or None when no model route fits."""
-    return _parsed_call(
-        scope["path"], scope.get("raw_path"), scope.get("root_path", ""), scope["method"], prefix
-    )
+    key = (scope["path"], scope.get("raw_path"), scope.get("root_path", ""), scope["method"], prefix)
+    if sum(len(part or "") for part in key) > MAX_KEPT_KEY:
+        return _parse_call(*key)
+    return _parsed_call(*key)
 
 
-@functools.lru_cache(maxsize=1024)  # a client calls a handful of paths, again and again
+# A client calls a handful of paths, again and again: each one's call is parsed once. A path
+# longer than this is parsed each time, so no client can fill the cache with large keys.
+MAX_KEPT_KEY = 1024
+
+
+@functools.lru_cache(maxsize=1024)
 def _parsed_call(
+    path: str, raw_path: bytes | None, root_path: str, method: str, prefix: str
+) -> ProviderCall | None:
+    return _parse_call(path, raw_path, root_path, method, prefix)
+
+
+def _parse_call(
     path: str, raw_path: bytes | None, root_path: str, method: str, prefix: str
 ) -> ProviderCall | None:
     scope = {"path": path, "raw_path": raw_path, "root_path": root_path, "method": method}

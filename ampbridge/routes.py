@@ -94,9 +94,24 @@ def dialect_of(wire_format: WireFormat, endpoint: Endpoint) -> Dialect | None:
     return Dialect.RESPONSES if endpoint is Endpoint.RESPONSES else Dialect.CHAT
 
 
-@functools.lru_cache(maxsize=1024)  # a request's path is matched by several layers in turn
+# A request's path is matched by several layers in turn, so matches are kept; a path longer than
+# this is matched each time, so no client can fill the cache with large keys.
+MAX_KEPT_PATH = 512
+
+
 def match_api_path(rest: str, method: str) -> ApiRoute | None:
     """The route of ``rest`` (a path without its leading slash, below any provider prefix)."""
+    if len(rest) > MAX_KEPT_PATH:
+        return _matched(rest, method)
+    return _kept_match(rest, method)
+
+
+@functools.lru_cache(maxsize=1024)
+def _kept_match(rest: str, method: str) -> ApiRoute | None:
+    return _matched(rest, method)
+
+
+def _matched(rest: str, method: str) -> ApiRoute | None:
     for pattern, methods, template, wire_format, kind, endpoint in _TABLE:
         found = pattern.fullmatch(rest)
         if found is None or method not in methods:

@@ -29,10 +29,25 @@ def _decodes_as_utf8(raw_path: bytes) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=1024)  # a client asks for a handful of paths, again and again
+# Paths up to this long have their verdict kept (a client asks for a handful, again and again);
+# a longer one is judged each time, so no client can fill the cache with large keys.
+MAX_KEPT_PATH = 512
+
+
 def is_safe_path(path: str, raw_path: bytes | None) -> bool:
     """False for dot segments, backslashes, control characters, and encoded ``.``, ``/``, ``\\``
     or control characters."""
+    if len(path) <= MAX_KEPT_PATH and (raw_path is None or len(raw_path) <= MAX_KEPT_PATH):
+        return _kept_verdict(path, raw_path)
+    return _judged(path, raw_path)
+
+
+@functools.lru_cache(maxsize=1024)
+def _kept_verdict(path: str, raw_path: bytes | None) -> bool:
+    return _judged(path, raw_path)
+
+
+def _judged(path: str, raw_path: bytes | None) -> bool:
     if not path.startswith("/") or _CONTROL.search(path):
         return False
     if raw_path is not None and (

@@ -119,6 +119,7 @@ def _linux_interface_addresses() -> set[str]:
 
 
 MAX_VERDICTS = 256  # Host headers whose verdict is kept: bounded, whatever names clients send
+MAX_KEPT_HOST = 261  # the longest DNS name and a port; a longer Host is judged, never kept
 
 
 class HostAllowlist:
@@ -166,7 +167,7 @@ class HostAllowlist:
         if verdict is None:
             host = split_host(host_header)
             verdict = host is not None and self.allows_name(host)
-            if len(self._verdicts) < MAX_VERDICTS:
+            if len(self._verdicts) < MAX_VERDICTS and len(host_header) <= MAX_KEPT_HOST:
                 self._verdicts[host_header] = verdict
         return verdict
 
