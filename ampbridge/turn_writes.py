@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-# At or above this size a write goes out at once (after what is pending): joining it with the
-# small writes before it would copy it, and flow control must see it as soon as it is written.
+# At or above this size a write goes out at once (after what is pending), and so does what is
+# pending once it adds up to this much: joining a large write with the small ones would copy it,
+# and flow control must see as soon as this much is written.
 DIRECT_WRITE = 64 * 1024
 
 
@@ -24,12 +25,13 @@ class TurnWrites:
     """Wraps a connection's transport for its protocol; everything but writing and closing is
     the transport's own."""
 
-    __slots__ = ("loop", "pending", "scheduled", "transport")
+    __slots__ = ("loop", "pending", "pending_size", "scheduled", "transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self.transport = transport
         self.loop = loop
         self.pending: list[bytes] = []
+        self.pending_size = 0
         self.scheduled = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -40,7 +42,10 @@ class TurnWrites:
         if not data:
             return
         self.pending.append(bytes(data))
-        if not self.scheduled:
+        self.pending_size += len(data)
+        if self.pending_size >= DIRECT_WRITE:  # many small writes in one turn: flow control sees them
+            self.flush()
+        elif not self.scheduled:
             self.scheduled = True
             self.loop.call_soon(self.flush)
 
@@ -49,16 +54,17 @@ class TurnWrites:
             self.write(part)
 
     def flush(self) -> None:
+        """Hand what is pending to the transport (which, closing, still sends what it holds)."""
         self.scheduled = False
         if not self.pending:
             return
         data = self.pending[0] if len(self.pending) == 1 else b"".join(self.pending)
         self.pending.clear()
-        if not self.transport.is_closing():
-            self.transport.write(data)
+        self.pending_size = 0
+        self.transport.write(data)
 
     def get_write_buffer_size(self) -> int:
-        return self.transport.get_write_buffer_size() + sum(map(len, self.pending))
+        return self.transport.get_write_buffer_size() + self.pending_size
 
     def write_eof(self) -> None:
         self.flush()
@@ -70,6 +76,7 @@ class TurnWrites:
 
     def abort(self) -> None:
         self.pending.clear()
+        self.pending_size = 0
         self.transport.abort()
 
     def __getattr__(self, name: str) -> Any:

@@ -21,11 +21,12 @@ class RecordingTransport(asyncio.Transport):
         super().__init__()
         self.writes: list[bytes] = []
         self.closed = False
+        self.closing_but_sending = False  # closing, the buffer not yet sent (asyncio's half-close)
         self.aborted = False
         self.protocol: asyncio.BaseProtocol | None = None
 
     def write(self, data) -> None:  # type: ignore[no-untyped-def]
-        assert not self.closed, "written after close"
+        assert not self.closed or self.closing_but_sending, "written after close"
         self.writes.append(bytes(data))
 
     def close(self) -> None:
@@ -35,7 +36,7 @@ class RecordingTransport(asyncio.Transport):
         self.aborted = self.closed = True
 
     def is_closing(self) -> bool:
-        return self.closed
+        return self.closed or self.closing_but_sending
 
     def get_write_buffer_size(self) -> int:
         return 0
@@ -116,13 +117,30 @@ async def test_close_sends_what_is_pending_first_and_abort_drops_it():
 
 
 @in_loop
-async def test_nothing_is_written_to_a_transport_already_closing():
+async def test_a_closing_transport_still_gets_everything_in_order():
+    """A transport closes once the peer half-closes but sends what it holds until the connection
+    is lost: small writes must reach it like large ones, or a reply would have gaps."""
     sent = RecordingTransport()
     writes = TurnWrites(sent, asyncio.get_running_loop())
-    writes.write(b"too late")
-    sent.closed = True  # the peer went away within the turn
+    writes.write(b"small,")
+    sent.closing_but_sending = True
+    large = b"L" * DIRECT_WRITE
+    writes.write(large)
+    writes.write(b"small again")
     await next_turn()
-    assert sent.writes == []
+    assert sent.writes == [b"small,", large, b"small again"]
+
+
+@in_loop
+async def test_many_small_writes_in_one_turn_reach_flow_control_at_once():
+    sent = RecordingTransport()
+    writes = TurnWrites(sent, asyncio.get_running_loop())
+    piece = b"e" * 1000
+    for _ in range(DIRECT_WRITE // len(piece) + 1):
+        writes.write(piece)
+    assert sent.writes and sum(map(len, sent.writes)) >= DIRECT_WRITE  # before the turn ends
+    await next_turn()
+    assert b"".join(sent.writes) == piece * (DIRECT_WRITE // len(piece) + 1)
 
 
 @in_loop
