@@ -54,7 +54,8 @@ class ConnectionLimits:
         self.header_timeout = header_timeout
         self.max_connections = max_connections
         self.waiting: dict[_Connection, float | None] = {}
-        self.sweeping = False
+        # The loop a sweep is scheduled on, if any: a server started again runs on a new loop.
+        self.sweeping_on: asyncio.AbstractEventLoop | None = None
 
     def opened(self, connection: _Connection) -> None:
         if len(connection.connections) > self.max_connections:
@@ -84,8 +85,8 @@ class ConnectionLimits:
     def _arm(self, connection: _Connection) -> None:
         loop = connection.loop
         self.waiting[connection] = loop.time() + self.header_timeout
-        if not self.sweeping:
-            self.sweeping = True
+        if self.sweeping_on is not loop:
+            self.sweeping_on = loop
             loop.call_later(self.header_timeout / 4, self._sweep, loop)
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -93,9 +94,10 @@ class ConnectionLimits:
         late = [c for c, deadline in self.waiting.items() if deadline is not None and deadline <= now]
         for connection in late:
             self._close(connection)
-        self.sweeping = any(deadline is not None for deadline in self.waiting.values())
-        if self.sweeping:
+        if any(deadline is not None for deadline in self.waiting.values()):
             loop.call_later(self.header_timeout / 4, self._sweep, loop)
+        else:
+            self.sweeping_on = None
 
     def _close(self, connection: _Connection) -> None:
         self.waiting.pop(connection, None)

@@ -189,3 +189,18 @@ def test_bad_limits_fail_at_construction():
         limited_protocol(0, 10)
     with pytest.raises(ValueError):
         limited_protocol(30, 0)
+
+
+def test_one_protocol_class_keeps_its_deadlines_when_its_server_starts_again():
+    """A server stopped while a sweep was pending, then started again on a new event loop with
+    the same protocol class, still closes a stalled request head."""
+    protocol = limited_protocol(0.5, 100, implementation="httptools")
+    for _ in range(2):
+        with (
+            ServerThread(make_app(threading.Event()), http=protocol, timeout_keep_alive=75) as server,
+            socket.create_connection(("127.0.0.1", server.port)) as slow,
+        ):
+            slow.sendall(HALF_HEAD)
+            assert closed_by_server(slow, within=5) is not None
+            with socket.create_connection(("127.0.0.1", server.port)) as pending:
+                pending.sendall(HALF_HEAD)  # its deadline is still ahead when the server stops
