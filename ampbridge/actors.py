@@ -213,6 +213,7 @@ def rewrite_conn_params(
     ``upstream_key_for(client_key)`` gives the Amp key for that client (None: the ``apiKey`` is
     removed, so a client key never travels upstream).
     """
+
     def rewrite(offered: Sequence[str]) -> list[str]:
         return rewrite_subprotocols(offered, client_keys=client_keys, upstream_key_for=upstream_key_for)
 
