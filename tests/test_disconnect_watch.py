@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import weakref
 
-from ampbridge.proxy import WATCH_AFTER, _DisconnectWatch, _Outcome, _Watches
+from ampbridge.proxy import WATCH_AFTER, _DisconnectWatch, _Outcome
 
 
 async def never_disconnects() -> dict:
@@ -62,7 +63,10 @@ def test_a_long_exchange_is_cancelled_when_its_client_goes():
 
 
 def test_no_event_loop_is_kept_alive_by_the_registry():
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
     async def one_exchange() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
         done = asyncio.Event()
         watch = _DisconnectWatch(never_disconnects, done, _Outcome())
         await asyncio.sleep(0)
@@ -71,4 +75,4 @@ def test_no_event_loop_is_kept_alive_by_the_registry():
     for _ in range(3):
         asyncio.run(one_exchange())
     gc.collect()
-    assert len(_Watches._of_loop) == 0
+    assert [loop() for loop in loops] == [None, None, None]
