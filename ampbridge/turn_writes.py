@@ -4,7 +4,8 @@ uvicorn writes a response's head as soon as the app starts the reply, then each 
 comes: a small reply costs two ``send`` calls, each a full trip through the kernel's TCP stack
 (on loopback, the receiver's side too). Under load those calls were a fifth of the server's CPU.
 Here small writes are collected and sent together at the end of the loop's current turn, in
-order; a large write first sends what is pending, then itself, at once. Closing sends what is
+order; a large write first sends what is pending, then itself, at once, and small ones that add
+up to as much go at once too (flow control sees what is written). Closing sends what is
 pending first, so nothing written is lost; aborting drops it, as aborting a transport does. The
 server's protocol also flushes as soon as a reply is complete: what the app does after its last
 ``send`` (a call's log line, its accounting) then never holds the reply back.
