@@ -81,13 +81,16 @@ def upstream_accept_encoding(scope: Scope) -> bytes:
     return b"gzip" if b"gzip" in accepted.lower() else b"identity"
 
 
-async def body_piece(receive: Receive) -> tuple[bytes, bool]:
-    """The request body's next piece, and whether more follows; ClientDisconnected if the client
-    has gone away."""
+async def body_piece(receive: Receive, received: int, limit: int) -> tuple[bytes, bool]:
+    """The request body's next piece, after ``received`` bytes, and whether more follows;
+    BodyTooLarge past ``limit`` bytes in all, ClientDisconnected if the client has gone away."""
     message = await receive()
     if message["type"] == "http.disconnect":
         raise ClientDisconnected
-    return message.get("body", b""), message.get("more_body", False)
+    chunk: bytes = message.get("body", b"")
+    if received + len(chunk) > limit:
+        raise BodyTooLarge
+    return chunk, message.get("more_body", False)
 
 
 async def stream_body(
@@ -101,10 +104,8 @@ async def stream_body(
             yield first
         more = True
         while more:
-            chunk, more = await body_piece(receive)
+            chunk, more = await body_piece(receive, total, limit)
             total += len(chunk)
-            if total > limit:
-                raise BodyTooLarge
             if chunk:
                 yield chunk
     finally:

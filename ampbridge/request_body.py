@@ -165,10 +165,8 @@ async def _read_bytes(receive: Receive, limit: int, declared: int | None) -> byt
     total = 0
     more = True
     while more:
-        chunk, more = await body_piece(receive)
+        chunk, more = await body_piece(receive, total, limit)
         total += len(chunk)
-        if total > limit:
-            raise BodyTooLarge
         if not chunk:
             continue
         if buffer is not None:
