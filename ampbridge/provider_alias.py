@@ -89,14 +89,16 @@ def provider_call_for(scope: Scope, route: ApiRoute, prefix: str) -> ProviderCal
 
 def parse_provider_call(scope: Scope, prefix: str = DEFAULT_PREFIX) -> ProviderCall | None:
     """The ``ProviderCall`` for a request under ``prefix``, or None when no model route fits."""
-    key = (scope["path"], scope.get("raw_path"), scope.get("root_path", ""), scope["method"], prefix)
-    if sum(len(part or "") for part in key) > MAX_KEPT_KEY:
-        return _parse_call(*key)
-    return _parsed_call(*key)
+    path: str = scope["path"]
+    raw_path: bytes | None = scope.get("raw_path")
+    root_path: str = scope.get("root_path", "")
+    parse = _parse_call if len(path) + len(raw_path or b"") > MAX_KEPT_KEY else _parsed_call
+    return parse(path, raw_path, root_path, scope["method"], prefix)
 
 
 # A client calls a handful of paths, again and again: each one's call is parsed once. A path
-# longer than this is parsed each time, so no client can fill the cache with large keys.
+# longer than this (with its raw form) is parsed each time, so no client can fill the cache with
+# large keys; the root path and prefix are the app's own.
 MAX_KEPT_KEY = 1024
 
 
