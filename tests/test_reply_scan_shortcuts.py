@@ -14,11 +14,11 @@ import anyio
 import pytest
 
 from ampbridge import accounting
-from ampbridge.accounting import ReplyOutcome, TokenUsage, UsageWatchingSend
+from ampbridge.accounting import ReplyOutcome, TokenUsage
 from ampbridge.models import WireFormat
 from ampbridge.rewrite import ResponseFixer, RewritingSend
 
-from .test_accounting import CASES, bodies, start
+from .test_accounting import CASES, bodies, replay, start
 
 SSE_CASES = sorted(name for name, case in CASES.items() if case[1] == "text/event-stream")
 EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
@@ -42,18 +42,8 @@ def cuttings(body: bytes) -> list[list[bytes]]:
 
 
 def usage_of(dialect: str, messages: list[dict[str, Any]]) -> tuple[ReplyOutcome, list[Any]]:
-    sent: list[Any] = []
-    outcomes: list[ReplyOutcome] = []
-
-    async def send(message: Any) -> None:
-        sent.append(message)
-
-    async def main() -> None:
-        watcher = UsageWatchingSend(send, dialect=dialect, on_finish=outcomes.append)
-        for message in messages:
-            await watcher(message)
-
-    anyio.run(main)
+    """The one outcome of a finished reply, and what reached the client."""
+    outcomes, sent = replay(dialect, messages)
     (outcome,) = outcomes
     return outcome, sent
 

@@ -64,6 +64,12 @@ def in_loop(test):
     return run
 
 
+def wrapped() -> tuple[RecordingTransport, TurnWrites]:
+    """A recording transport, and the ``TurnWrites`` around it on the running loop."""
+    sent = RecordingTransport()
+    return sent, TurnWrites(sent, asyncio.get_running_loop())
+
+
 async def next_turn() -> None:
     await asyncio.sleep(0)
     await asyncio.sleep(0)
@@ -71,8 +77,7 @@ async def next_turn() -> None:
 
 @in_loop
 async def test_writes_of_one_turn_leave_together_after_it():
-    sent = RecordingTransport()
-    writes = TurnWrites(sent, asyncio.get_running_loop())
+    sent, writes = wrapped()
     writes.write(b"HTTP/1.1 200 OK\r\n\r\n")
     writes.write(bytearray(b"ok"))
     writes.write(b"")
@@ -87,8 +92,7 @@ async def test_writes_of_one_turn_leave_together_after_it():
 
 @in_loop
 async def test_a_large_write_goes_at_once_after_what_is_pending():
-    sent = RecordingTransport()
-    writes = TurnWrites(sent, asyncio.get_running_loop())
+    sent, writes = wrapped()
     large = b"x" * DIRECT_WRITE
     writes.write(b"head")
     writes.write(large)
@@ -100,16 +104,14 @@ async def test_a_large_write_goes_at_once_after_what_is_pending():
 
 @in_loop
 async def test_close_sends_what_is_pending_first_and_abort_drops_it():
-    sent = RecordingTransport()
-    writes = TurnWrites(sent, asyncio.get_running_loop())
+    sent, writes = wrapped()
     writes.write(b"last words")
     writes.close()
     assert sent.writes == [b"last words"] and sent.closed
     await next_turn()
     assert sent.writes == [b"last words"]
 
-    aborted = RecordingTransport()
-    writes = TurnWrites(aborted, asyncio.get_running_loop())
+    aborted, writes = wrapped()
     writes.write(b"never sent")
     writes.abort()
     await next_turn()
@@ -120,8 +122,7 @@ async def test_close_sends_what_is_pending_first_and_abort_drops_it():
 async def test_a_closing_transport_still_gets_everything_in_order():
     """A transport closes once the peer half-closes but sends what it holds until the connection
     is lost: small writes must reach it like large ones, or a reply would have gaps."""
-    sent = RecordingTransport()
-    writes = TurnWrites(sent, asyncio.get_running_loop())
+    sent, writes = wrapped()
     writes.write(b"small,")
     sent.closing_but_sending = True
     large = b"L" * DIRECT_WRITE
@@ -133,8 +134,7 @@ async def test_a_closing_transport_still_gets_everything_in_order():
 
 @in_loop
 async def test_many_small_writes_in_one_turn_reach_flow_control_at_once():
-    sent = RecordingTransport()
-    writes = TurnWrites(sent, asyncio.get_running_loop())
+    sent, writes = wrapped()
     piece = b"e" * 1000
     for _ in range(DIRECT_WRITE // len(piece) + 1):
         writes.write(piece)
@@ -145,8 +145,7 @@ async def test_many_small_writes_in_one_turn_reach_flow_control_at_once():
 
 @in_loop
 async def test_everything_else_is_the_transports_own():
-    sent = RecordingTransport()
-    writes = TurnWrites(sent, asyncio.get_running_loop())
+    sent, writes = wrapped()
     assert writes.get_extra_info("peername") == ("127.0.0.1", 50000)
     protocol = asyncio.Protocol()
     writes.set_protocol(protocol)
