@@ -14,7 +14,8 @@ connecting, or of the head's first byte on a kept-alive connection, else it is c
 a quarter of the timeout later). Idle kept-alive connections are left to uvicorn's
 ``timeout_keep_alive``. At ``max_connections``, a new connection evicts the oldest one that is
 still waiting for a request head (idle or half-sent): requests in progress are never cut, and an
-attacker's stalled connections cannot lock real clients out. Only when every connection is busy with a request is the new one refused.
+attacker's stalled connections cannot lock real clients out. Only when every connection is busy
+with a request is the new one refused.
 """
 
 from __future__ import annotations
