@@ -26,7 +26,7 @@ from .headers import RawHeaders, with_content_length
 from .mapping import ModelMapper, RouteDecision, decide
 from .models import LocalModelsLike, WireFormat, as_local_models, describe_model, model_to_send
 from .provider_alias import ProviderCall, provider_call
-from .request_body import RequestBody, read_request_body
+from .request_body import RequestBody, answered_if_unread, read_request_body
 from .rewrite import (
     ResponseFixer,
     anthropic_request_may_change,
@@ -36,6 +36,7 @@ from .rewrite import (
 )
 from .routes import CallKind, dialect_of, with_path_model
 from .settings import ModelMapping
+from .speculation import Refuted, RouteCheck, Speculation
 from .translate.dialect import Dialect
 from .vendor_errors import send_vendor_error
 
@@ -132,9 +133,19 @@ class AmpFallback:
         if call is None or call.kind is not CallKind.MODEL:
             await self.app(scope, receive, send)
             return
-        body = await read_request_body(scope, receive, send, self.max_body_size, lazy=True)
-        if body is None:
-            return
+        speculation = Speculation.of(scope, receive, self.max_body_size)
+        if speculation is None:
+            body = await read_request_body(scope, receive, send, self.max_body_size, lazy=True)
+        else:
+            reading = self._speculate(call, scope, speculation, send)
+            body = await answered_if_unread(scope, receive, send, self.max_body_size, reading)
+        if body is not None:
+            await self._route(call, scope, body, receive, send)
+
+    async def _route(
+        self, call: ProviderCall, scope: Scope, body: RequestBody, receive: Receive, send: Send
+    ) -> None:
+        """Route a call whose body has been read whole."""
         model = body.payload.get("model") if body.payload is not None else None
         if body.payload is None:  # large, not JSON, or a number too long to parse: scan for it
             model = (await body.scan()).model
@@ -150,21 +161,14 @@ class AmpFallback:
                 message = 'Could not read the model of this request (no JSON body with a "model")'
                 await send_vendor_error(recorder, call.wire_format, 400, "invalid_request", message)
             else:
-                await self._forward(call, scope, body, receive, recorder)
+                await self._forward(call, scope, replay(body.take_bytes(), receive), recorder)
         else:
-            decision, resolved = decide(
-                model,
-                call.wire_format,
-                self.local,
-                self.mapper,
-                force_mappings=self.force_mappings,
-                upstream_available=self.upstream is not None,
-            )
+            decision, resolved = self._decide(model, call)
             watched = self._watched(call, scope, decision, model, resolved, recorder)
             reply: Send = watched or recorder
             try:
                 if decision is RouteDecision.AMP_CREDITS:
-                    await self._forward(call, scope, body, receive, reply)
+                    await self._forward(call, scope, replay(body.take_bytes(), receive), reply)
                 elif decision is RouteDecision.NO_PROVIDER:
                     message = _no_provider_message(model, upstream_refused=self.upstream_refused)
                     await send_vendor_error(reply, call.wire_format, 404, "model_not_found", message)
@@ -174,15 +178,87 @@ class AmpFallback:
                 if watched is not None:
                     watched.finish()
         if logged:
-            _log_decision(
-                decision,
-                call,
-                model,
-                resolved,
-                recorder.status,
-                time.perf_counter() - started,
-                scope.get("client"),
-            )
+            _log_decision(decision, call, model, resolved, recorder, started, scope)
+
+    def _decide(self, model: str, call: ProviderCall) -> tuple[RouteDecision, str]:
+        return decide(
+            model,
+            call.wire_format,
+            self.local,
+            self.mapper,
+            force_mappings=self.force_mappings,
+            upstream_available=self.upstream is not None,
+        )
+
+    async def _speculate(
+        self, call: ProviderCall, scope: Scope, speculation: Speculation, send: Send
+    ) -> RequestBody | None:
+        """Serve a large call along the route of its body's first model while the body arrives
+        (see ``speculation``). The whole body, when that route could not be taken or the whole
+        body refuted it (then the client has been sent nothing); None once the call is served."""
+        model = await speculation.leading_model()
+        if model is not None:
+            decision, resolved = self._decide(model, call)
+            forwarded = decision is RouteDecision.AMP_CREDITS
+            if forwarded or (decision is RouteDecision.LOCAL and model_to_send(resolved) == model):
+                if await self._serve_speculatively(call, scope, speculation, model, decision, send):
+                    return None
+                logger.debug("%s: the whole body changed the route its first model named", call.original_path)
+        return await speculation.whole()
+
+    async def _serve_speculatively(
+        self,
+        call: ProviderCall,
+        scope: Scope,
+        speculation: Speculation,
+        model: str,
+        decision: RouteDecision,
+        send: Send,
+    ) -> bool:
+        """The call sent on as it arrives, to the upstream or to the local app with the model
+        unchanged. False when the whole body refuted the route: nothing reached the client."""
+        logged = logger.isEnabledFor(logging.INFO)
+        recorder = _StatusRecorder(send, logged=logged)
+        started = time.perf_counter()
+        watched = self._watched(call, scope, decision, model, model, recorder)
+        reply = speculation.gate(watched or recorder)
+        try:
+            if decision is RouteDecision.AMP_CREDITS:
+                speculation.check = _keeps_model(model)
+                await self._forward(call, scope, speculation.receive, reply)
+            else:
+                await self._serve_locally_as_arriving(call, scope, speculation, model, reply)
+            if not await speculation.settled():  # a next hop that returned without the whole body
+                return False
+        except Refuted:
+            return False
+        finally:
+            if watched is not None and speculation.confirmed:
+                watched.finish()
+        if logged:
+            _log_decision(decision, call, model, model, recorder, started, scope)
+        return True
+
+    async def _serve_locally_as_arriving(
+        self, call: ProviderCall, scope: Scope, speculation: Speculation, model: str, send: Send
+    ) -> None:
+        """The local app gets the body as it arrives, when no fix changes it: the model is
+        served as asked, and the whole body must show that sanitizing changes nothing."""
+        fixer = ResponseFixer(wire_format=call.wire_format, requested_model=None, tool_names={})
+        sanitized = call.wire_format is WireFormat.ANTHROPIC
+        keeps_model = _keeps_model(model)
+
+        async def unchanged(body: RequestBody) -> bool:
+            if not await keeps_model(body) or not _fixable_in_place(body, sanitized=sanitized, renamed=False):
+                return False
+            fixer.add_tool_names(requested_tool_names({"tools": await body.member("tools")}))
+            return True
+
+        speculation.check = unchanged
+        local_scope = {**scope, "headers": local_headers(scope["headers"], None), scope_keys.MODEL: model}
+        await call_with_fixes(
+            self.app, local_scope, speculation.receive, send, fixer, max_json_size=self.max_body_size
+        )
 
     def _watched(
         self, call: ProviderCall, scope: Scope, decision: RouteDecision, model: str, resolved: str, send: Send
@@ -199,10 +275,8 @@ class AmpFallback:
         )
         return self.watch(info, send)
 
-    async def _forward(
-        self, call: ProviderCall, scope: Scope, body: RequestBody, receive: Receive, send: Send
-    ) -> None:
-        """Send the request to the Amp upstream exactly as Amp sent it."""
+    async def _forward(self, call: ProviderCall, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the request to the Amp upstream exactly as Amp sent it (``receive`` gives its body)."""
         assert self.upstream is not None
         original = {
             **scope,
@@ -210,7 +284,7 @@ class AmpFallback:
             "raw_path": call.original_raw_path,
             "root_path": call.original_root_path,
         }
-        await self.upstream(original, replay(body.take_bytes(), receive), send)
+        await self.upstream(original, receive, send)
 
     async def _serve_locally(
         self,
@@ -249,6 +323,16 @@ class AmpFallback:
         replayed = replay(data, receive)
         del data  # the replay holds the only reference, and lets go once it is read
         await call_with_fixes(self.app, local_scope, replayed, send, fixer, max_json_size=self.max_body_size)
+
+
+def _keeps_model(model: str) -> RouteCheck:
+    """A check that the whole body is a JSON object whose top-level model is still ``model``."""
+
+    async def keeps(body: RequestBody) -> bool:
+        scanned = await body.scan()
+        return scanned.is_object and scanned.model == model
+
+    return keeps
 
 
 def _fixable_in_place(body: RequestBody, *, sanitized: bool, renamed: bool) -> bool:
@@ -303,10 +387,11 @@ def _log_decision(
     call: ProviderCall,
     model: str | None,
     resolved: str | None,
-    status: int | None,
-    seconds: float,
-    client: tuple[str, int] | None,
+    recorder: _StatusRecorder,
+    started: float,
+    scope: Scope,
 ) -> None:
+    client: tuple[str, int] | None = scope.get("client")
     hint = ""
     if decision is RouteDecision.AMP_CREDITS and model:
         hint = (
@@ -320,8 +405,8 @@ def _log_decision(
         describe_model(resolved),
         call.provider,
         call.original_path,
-        status,
-        seconds * 1000,
+        recorder.status,
+        (time.perf_counter() - started) * 1000,
         f"{client[0]}:{client[1]}" if client else "-",
         hint,
     )

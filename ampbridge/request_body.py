@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -58,7 +58,16 @@ class RequestBody:
     ) -> RequestBody:
         """Read the whole body (raises ``BodyTooLarge`` / ``ClientDisconnected``); a large one
         is parsed only when not ``lazy``. ``declared``: its Content-Length, when known."""
-        raw = await _read_bytes(receive, limit, declared)
+        buffer = BodyBuffer(declared, limit)
+        more = True
+        while more:
+            chunk, more = await body_piece(receive, buffer.size, limit)
+            buffer.add(chunk)
+        return await cls.of_bytes(buffer.take(), lazy=lazy)
+
+    @classmethod
+    async def of_bytes(cls, raw: bytes, *, lazy: bool) -> RequestBody:
+        """The body ``raw``, already read whole (see ``read``)."""
         if len(raw) <= THREAD_THRESHOLD:
             try:
                 text = raw.decode("utf-8")
@@ -155,33 +164,43 @@ class RequestBody:
         return dump_json(payload)
 
 
-async def _read_bytes(receive: Receive, limit: int, declared: int | None) -> bytes:
-    """The whole body as one ``bytes``, never held twice: a body that comes in one message is
-    that message's bytes, a longer one is written into a buffer as it arrives. Once a second
-    message shows the body is long, the buffer takes the declared length at once (zeroed
-    memory the system maps only as it is written), so it is never copied to grow."""
-    first = b""
-    buffer: io.BytesIO | None = None
-    total = 0
-    more = True
-    while more:
-        chunk, more = await body_piece(receive, total, limit)
-        total += len(chunk)
+class BodyBuffer:
+    """A body's pieces joined as they arrive into one ``bytes``, never held twice: a body that
+    comes in one piece is that piece, a longer one is written into a buffer. Once a second piece
+    shows the body is long, the buffer takes the declared length at once (zeroed memory the
+    system maps only as it is written), so it is never copied to grow."""
+
+    __slots__ = ("_buffer", "_declared", "_first", "size")
+
+    def __init__(self, declared: int | None, limit: int) -> None:
+        self._declared = declared if declared and declared <= limit else None
+        self._first = b""
+        self._buffer: io.BytesIO | None = None
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
         if not chunk:
-            continue
-        if buffer is not None:
-            buffer.write(chunk)
-        elif not first:
-            first = chunk
+            return
+        self.size += len(chunk)
+        if self._buffer is not None:
+            self._buffer.write(chunk)
+        elif not self._first:
+            self._first = chunk
         else:
-            buffer = io.BytesIO(bytes(declared)) if declared and declared <= limit else io.BytesIO()
-            buffer.write(first)
-            buffer.write(chunk)
-            first = b""
-    if buffer is None:
-        return first
-    buffer.truncate()  # what a declared length promised but the stream did not bring
-    return buffer.getvalue()
+            declared = self._declared
+            self._buffer = io.BytesIO(bytes(declared)) if declared else io.BytesIO()
+            self._buffer.write(self._first)
+            self._buffer.write(chunk)
+            self._first = b""
+
+    def take(self) -> bytes:
+        """The body so far; the buffer is left empty."""
+        buffer, first = self._buffer, self._first
+        self._buffer, self._first, self.size = None, b"", 0
+        if buffer is None:
+            return first
+        buffer.truncate()  # what a declared length promised but the stream did not bring
+        return buffer.getvalue()
 
 
 async def _in_worker_thread(function: Callable[..., T], raw: bytes, *args: Any) -> T:
@@ -223,10 +242,21 @@ async def read_request_body(
     """The whole body, or None when the client has been answered (413) or has gone away.
     ``lazy``: a large body is scanned, not parsed (see ``RequestBody``)."""
     length = declared_length(scope)
+    if length is not None and length > limit:
+        await body_too_large(limit)(scope, receive, send)
+        return None
+    return await answered_if_unread(
+        scope, receive, send, limit, RequestBody.read(receive, limit, lazy=lazy, declared=length)
+    )
+
+
+async def answered_if_unread(
+    scope: Scope, receive: Receive, send: Send, limit: int, reading: Awaitable[T]
+) -> T | None:
+    """What ``reading`` (a body's read) gives; None when it failed because the body is over
+    ``limit`` (the client is answered 413) or the client went away."""
     try:
-        if length is not None and length > limit:
-            raise BodyTooLarge
-        return await RequestBody.read(receive, limit, lazy=lazy, declared=length)
+        return await reading
     except BodyTooLarge:
         await body_too_large(limit)(scope, receive, send)
     except ClientDisconnected:

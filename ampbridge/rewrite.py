@@ -135,8 +135,17 @@ class ResponseFixer:
         self.model = requested_model
         self.tool_names = tool_names
         self.signatures = wire_format is WireFormat.ANTHROPIC
+        self._find_markers()
+
+    def add_tool_names(self, names: dict[str, str]) -> None:
+        """Learn the request's tool names after the fixer was made (before its reply starts):
+        a body forwarded while it arrives shows its ``tools`` only at its end."""
+        self.tool_names.update(names)
+        self._find_markers()
+
+    def _find_markers(self) -> None:
         self.markers, self._marker_pattern = _markers(
-            bool(requested_model), bool(tool_names), self.signatures
+            bool(self.model), bool(self.tool_names), self.signatures
         )
 
     @property
