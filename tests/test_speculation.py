@@ -1,0 +1,252 @@
+"""``Speculation`` alone: a large body handed on piece by piece, its end held until the whole
+body is checked, and nothing passed on or sent once the check refutes the route."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from ampbridge.request_body import RequestBody
+from ampbridge.speculation import LEADING_BYTES, SPECULATE_ABOVE, Refuted, Speculation
+
+PIECE = 256 * 1024
+
+
+def body_of(model_member: bytes, size: int = 3 * SPECULATE_ABOVE, tail: bytes = b"") -> bytes:
+    head = b"{" + model_member + b', "messages": [], "metadata": {"pad": "'
+    end = b'"}' + tail + b"}"
+    return head + b"x" * (size - len(head) - len(end)) + end
+
+
+class Client:
+    """The client's side of ``receive``: the body in pieces, then a disconnect; it records how
+    far it was read when each check ran."""
+
+    def __init__(self, body: bytes, piece: int = PIECE, *, gone_after: int | None = None) -> None:
+        self.pieces = [body[i : i + piece] for i in range(0, len(body), piece)]
+        self.read = 0
+        self.gone_after = gone_after
+
+    async def __call__(self) -> dict[str, Any]:
+        if self.gone_after is not None and self.read >= self.gone_after:
+            return {"type": "http.disconnect"}
+        if self.read >= len(self.pieces):
+            await asyncio.Event().wait()  # a client that stays: no disconnect comes
+        self.read += 1
+        return {"type": "http.request", "body": self.pieces[self.read - 1], "more_body": self.read < len(self.pieces)}
+
+
+def speculation_of(body: bytes, client: Client) -> Speculation:
+    scope = {"type": "http", "headers": [(b"content-length", b"%d" % len(body))]}
+    speculation = Speculation.of(scope, client, limit=64 << 20)
+    assert speculation is not None
+    return speculation
+
+
+def check_result(result: bool, seen: list[bytes]):
+    """A check answering ``result`` that records the bytes it was shown (without taking them)."""
+
+    async def check(body: RequestBody) -> bool:
+        found = body.raw_member("messages")
+        assert found is not None
+        seen.append(found[0])
+        return result
+
+    return check
+
+
+async def drain(speculation: Speculation) -> list[dict[str, Any]]:
+    """What the next hop receives, to the body's end."""
+    messages = []
+    while not messages or messages[-1]["more_body"]:
+        messages.append(await speculation.receive())
+    return messages
+
+
+def test_the_leading_model_is_read_from_the_first_piece_and_every_byte_is_handed_on_in_order():
+    async def main() -> None:
+        body = body_of(b' "model" : "claude-\\u00e9"')
+        client = Client(body)
+        speculation = speculation_of(body, client)
+        assert await speculation.leading_model() == "claude-é"
+        assert client.read == 1  # one piece was enough
+        seen: list[bytes] = []
+        speculation.check = check_result(True, seen)
+        messages = await drain(speculation)
+        assert b"".join(m["body"] for m in messages) == body
+        assert [m["more_body"] for m in messages] == [True] * (len(messages) - 1) + [False]
+        assert seen == [body]  # the check saw the whole body, once
+        assert speculation.confirmed is True
+
+    asyncio.run(main())
+
+
+def test_the_piece_that_completes_the_body_is_held_until_the_check_has_run():
+    async def main() -> None:
+        body = body_of(b'"model": "m"')
+        client = Client(body)
+        speculation = speculation_of(body, client)
+        await speculation.leading_model()
+        handed = 0
+        checked_at: list[int] = []
+
+        async def check(whole: RequestBody) -> bool:
+            checked_at.append(handed)
+            return True
+
+        speculation.check = check
+        more = True
+        while more:
+            message = await speculation.receive()
+            handed += len(message["body"])
+            more = message["more_body"]
+        assert handed == len(body)
+        assert checked_at and checked_at[0] < len(body)
+        assert len(body) - checked_at[0] == len(client.pieces[-1])  # only the last piece waited
+
+    asyncio.run(main())
+
+
+def test_a_refuted_route_raises_instead_of_handing_on_the_end_and_keeps_the_whole_body():
+    async def main() -> None:
+        body = body_of(b'"model": "local"', tail=b', "model": "remote"')
+        speculation = speculation_of(body, Client(body))
+        assert await speculation.leading_model() == "local"
+        seen: list[bytes] = []
+        speculation.check = check_result(False, seen)
+        handed = b""
+        with pytest.raises(Refuted):
+            while True:
+                handed += (await speculation.receive())["body"]
+        assert len(handed) < len(body) and body.startswith(handed)
+        with pytest.raises(Refuted):  # and again: the route stays refuted
+            await speculation.receive()
+        assert speculation.confirmed is False
+        assert (await speculation.whole()).take_bytes() == body
+
+    asyncio.run(main())
+
+
+def test_an_early_reply_waits_for_the_rest_of_the_body_and_passes_once_confirmed():
+    async def main() -> None:
+        body = body_of(b'"model": "m"')
+        client = Client(body)
+        speculation = speculation_of(body, client)
+        await speculation.leading_model()
+        speculation.check = check_result(True, [])
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: Any) -> None:
+            assert client.read == len(client.pieces), "nothing is sent before the body is in"
+            sent.append(message)
+
+        first = await speculation.receive()
+        await speculation.gate(send)({"type": "http.response.start", "status": 401})
+        assert sent == [{"type": "http.response.start", "status": 401}]
+        rest = await drain(speculation)  # the next hop may still read the body: it gets it all
+        assert first["body"] + b"".join(m["body"] for m in rest) == body
+
+    asyncio.run(main())
+
+
+def test_an_early_reply_of_a_refuted_route_is_never_sent():
+    async def main() -> None:
+        body = body_of(b'"model": "m"')
+        speculation = speculation_of(body, Client(body))
+        await speculation.leading_model()
+        speculation.check = check_result(False, [])
+        sent: list[Any] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        with pytest.raises(Refuted):
+            await speculation.gate(send)({"type": "http.response.start", "status": 401})
+        assert sent == []
+        assert await speculation.settled() is False
+        assert (await speculation.whole()).take_bytes() == body
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("start", "why"),
+    [
+        (b'{"max_tokens": 1, "model": "m", "pad": "', "model is not the first member"),
+        (b'{"model": 7, "pad": "', "the model is not a string"),
+        (b'{"model": "", "pad": "', "the model is empty"),
+        (b'{"m\\u006fdel": "m", "pad": "', "the key is escaped: the full scan decides"),
+        (b'["model", "m", "', "not an object"),
+        (b'{"model": "' + b"m" * LEADING_BYTES, "the model is longer than the leading bytes"),
+    ],
+)
+def test_no_leading_model_means_no_speculation_and_the_whole_body_is_read(start: bytes, why: str):
+    async def main() -> None:
+        body = start + b"x" * (2 * SPECULATE_ABOVE) + b'"}'
+        speculation = speculation_of(body, Client(body))
+        assert await speculation.leading_model() is None, why
+        assert (await speculation.whole()).take_bytes() == body
+
+    asyncio.run(main())
+
+
+def test_a_body_that_arrives_in_its_first_pieces_is_not_speculated():
+    async def main() -> None:
+        body = body_of(b'"model": "m"')
+        speculation = speculation_of(body, Client(body, piece=len(body)))
+        assert await speculation.leading_model() is None
+        assert (await speculation.whole()).take_bytes() == body
+
+    asyncio.run(main())
+
+
+def test_a_client_that_goes_away_mid_body_stops_the_next_hop_reading():
+    async def main() -> None:
+        from ampbridge.proxy import ClientDisconnected
+
+        body = body_of(b'"model": "m"')
+        speculation = speculation_of(body, Client(body, gone_after=3))
+        await speculation.leading_model()
+        speculation.check = check_result(True, [])
+        with pytest.raises(ClientDisconnected):
+            await drain(speculation)
+        with pytest.raises(ClientDisconnected):
+            await speculation.settled()
+
+    asyncio.run(main())
+
+
+def test_only_large_bodies_of_an_allowed_declared_length_are_speculated():
+    def scope(length: bytes | None) -> dict[str, Any]:
+        return {"type": "http", "headers": [] if length is None else [(b"content-length", length)]}
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("not read")
+
+    assert Speculation.of(scope(None), receive, 64 << 20) is None  # chunked: length unknown
+    assert Speculation.of(scope(b"%d" % SPECULATE_ABOVE), receive, 64 << 20) is None
+    assert Speculation.of(scope(b"%d" % (SPECULATE_ABOVE + 1)), receive, 64 << 20) is not None
+    assert Speculation.of(scope(b"%d" % (SPECULATE_ABOVE + 1)), receive, SPECULATE_ABOVE) is None
+    assert Speculation.of(scope(b"junk"), receive, 64 << 20) is None
+
+
+def test_the_checked_body_is_what_json_reads():
+    async def main() -> None:
+        body = body_of(b'"model": "m"', tail=b', "model": "m"')
+        speculation = speculation_of(body, Client(body))
+        await speculation.leading_model()
+        models: list[Any] = []
+
+        async def check(whole: RequestBody) -> bool:
+            models.append((await whole.scan()).model)
+            models.append(json.loads(whole.take_bytes())["model"])
+            return True
+
+        speculation.check = check
+        await drain(speculation)
+        assert models == ["m", "m"]
+
+    asyncio.run(main())
