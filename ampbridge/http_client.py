@@ -112,12 +112,14 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # without a body, these say 
 
 
 class _Streamed(httpx.AsyncByteStream):
+    """A body streamed from ``pieces``, iterated directly (a generator around it would hold each
+    piece until the next one arrives)."""
+
     def __init__(self, pieces: AsyncIterator[bytes]) -> None:
         self.pieces = pieces
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for piece in self.pieces:
-            yield piece
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.pieces
 
 
 SEND_SLICE = 256 * 1024

@@ -354,6 +354,7 @@ class Connection(asyncio.Protocol):
             async for chunk in body:
                 if (pending := await self._put(pending, chunk, chunked, False, limit)) is None:
                     return
+                del chunk  # a piece written is not held while the next one arrives
         if pending is None:  # the server answered early (say, 413) and closed: read that answer
             return
         if chunked:

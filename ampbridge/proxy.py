@@ -102,12 +102,14 @@ async def stream_body(
     try:
         if first:
             yield first
+            del first  # a piece handed on is not held while the next one arrives
         more = True
         while more:
             chunk, more = await body_piece(receive, total, limit)
             total += len(chunk)
             if chunk:
                 yield chunk
+            del chunk
     finally:
         if done is not None:
             done.set()
@@ -150,6 +152,7 @@ class Exchange:
                 content = stream_body(receive, self.max_body_size, body_done, chunk)
             else:  # the whole body at once (small bodies, replayed ones): it can be sent again
                 content = chunk
+            del first, chunk  # a streamed body's first piece is not held to the exchange's end
         if not isinstance(content, AsyncIterator):
             body_done.set()
         request = self.route.build(scope["method"], self.url, self.headers, content, length)

@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from ..logs import LOG_FORMATS, configure_logging
+from ..malloc_tuning import reuse_heap_for_bodies
 from ..serve_limits import uvicorn_options
 from ..settings import Settings, startup_warnings, warn_once
 from ..ws_protocol import RefusalAwareWebSocketProtocol
@@ -109,6 +110,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # of 64 requests in flight passed 700 every ten requests or so, and those passes cost about
     # 12 µs per request at that load. Requests free nearly everything they make themselves.
     gc.set_threshold(10_000, *gc.get_threshold()[1:])
+    reuse_heap_for_bodies()
     uvicorn.run(
         app,
         host=settings.bind_host,
