@@ -142,11 +142,20 @@ class Backend:
         """The names ``model`` may be sent upstream under, the one whose turn it is first (the
         rest are for a retry on failure before any output)."""
         model = self._unprefixed(model)
-        pool = [name for name in self.pools.get(model.lower(), [model]) if not self._excluded(name)]
+        pool = self._pool(model)
         if len(pool) <= 1:
-            return pool or [model]
+            return pool
         start = next(self.turns[model.lower()]) % len(pool)
         return pool[start:] + pool[:start]
+
+    def keeps_name(self, model: str) -> bool:
+        """Whether ``model`` is sent upstream as asked: no prefix dropped, no alias, no pool (its
+        turn is not taken)."""
+        return self._pool(self._unprefixed(model)) == [model]
+
+    def _pool(self, model: str) -> list[str]:
+        pool = [name for name in self.pools.get(model.lower(), [model]) if not self._excluded(name)]
+        return pool or [model]
 
     def served_name(self, model: str) -> str:
         """The name ``model`` (as a client asked for it, without a thinking suffix) is sent to

@@ -145,6 +145,19 @@ class LocalBackends:
                 return ServePlan(backend, source if source in dialects else dialects[0])
         return None
 
+    def streams_body(self, model: str, wire_format: WireFormat, endpoint: Endpoint) -> bool:
+        """Whether a call for ``model`` goes to its backend with its bytes as they arrive: in its
+        own dialect, under the name asked for, to an HTTP backend. (Translated and renamed calls,
+        and a ChatGPT provider's, read the body whole first.)"""
+        base, _ = split_thinking_suffix(model)
+        plan = self.plan(model, wire_format, endpoint)
+        return (
+            plan is not None
+            and not plan.translated
+            and isinstance(plan.backend, Backend)
+            and plan.backend.keeps_name(base)
+        )
+
     def model_names(self, wire_format: WireFormat | None = None) -> list[tuple[str, AnyBackend]]:
         seen: dict[str, AnyBackend] = {}
         for backend in self.backends:

@@ -24,7 +24,14 @@ from . import scope_keys
 from .call_log import ROUTED_CALL
 from .headers import RawHeaders, with_content_length
 from .mapping import ModelMapper, RouteDecision, decide
-from .models import LocalModelsLike, WireFormat, as_local_models, describe_model, model_to_send
+from .models import (
+    BodyStreamingModels,
+    LocalModelsLike,
+    WireFormat,
+    as_local_models,
+    describe_model,
+    model_to_send,
+)
 from .provider_alias import ProviderCall, provider_call
 from .request_body import RequestBody, answered_if_unread, read_request_body
 from .rewrite import (
@@ -104,6 +111,10 @@ class AmpFallback:
     a 404). ``upstream_refused``: there is an upstream, but the settings forbid spending Amp
     credits on model calls (``amp-fallback: never``); the error says so. ``watch``, if given,
     wraps the reply's ``send`` of every decided call (token accounting, metrics).
+
+    A large call whose body starts with its model is sent on while the body arrives
+    (``speculation``): to the upstream, and to the local app when ``local_models`` is a
+    ``BodyStreamingModels`` that says the app streams that call.
     Errors ampbridge answers itself are shaped like the route's vendor API (SPEC §12).
     """
 
@@ -123,6 +134,7 @@ class AmpFallback:
         self.watch = watch
         self.upstream_refused = upstream_refused
         self.local = as_local_models(local_models)
+        self.streams_body = self.local.streams_body if isinstance(self.local, BodyStreamingModels) else None
         self.upstream = upstream
         self.mapper = ModelMapper(mappings)
         self.force_mappings = force_mappings
@@ -199,8 +211,12 @@ class AmpFallback:
         model = await speculation.leading_model()
         if model is not None:
             decision, resolved = self._decide(model, call)
-            forwarded = decision is RouteDecision.AMP_CREDITS
-            if forwarded or (decision is RouteDecision.LOCAL and model_to_send(resolved) == model):
+            if decision is RouteDecision.AMP_CREDITS or (
+                decision is RouteDecision.LOCAL
+                and model_to_send(resolved) == model
+                and self.streams_body is not None
+                and self.streams_body(model, call.wire_format, call.endpoint)
+            ):
                 if await self._serve_speculatively(call, scope, speculation, model, decision, send):
                     return None
                 logger.debug("%s: the whole body changed the route its first model named", call.original_path)

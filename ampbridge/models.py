@@ -6,7 +6,10 @@ import enum
 import fnmatch
 import re
 from collections.abc import Callable, Iterable
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from .routes import Endpoint
 
 
 class WireFormat(enum.StrEnum):
@@ -51,6 +54,15 @@ class LocalModels(Protocol):
     """Answers whether a model is served locally for a wire format."""
 
     def serves(self, model: str, wire_format: WireFormat) -> bool: ...
+
+
+@runtime_checkable
+class BodyStreamingModels(LocalModels, Protocol):
+    """``LocalModels`` whose app also says which calls it sends on as their body arrives, never
+    reading it whole. Only those local calls start before a large body has arrived (an app that
+    reads the body whole would hold it a second time, for nothing)."""
+
+    def streams_body(self, model: str, wire_format: WireFormat, endpoint: Endpoint) -> bool: ...
 
 
 class ModelPatterns:

@@ -103,6 +103,14 @@ def test_alias_pool_prefix_and_exclusions():
         True, True, False, True, False, False,
     ]  # fmt: skip
     assert b.model_names() == ["cheap", "kimi-k2", "or/cheap", "or/kimi-k2"]
+    turn = b.served_names("cheap")[0]
+    kept = {m: b.keeps_name(m) for m in ("kimi-k2", "gpt-5.5", "cheap", "or/kimi-k2", "KIMI-K2", "deepseek/v3")}
+    assert kept == {
+        "kimi-k2": True, "gpt-5.5": True,  # sent as asked
+        "cheap": False, "or/kimi-k2": False, "KIMI-K2": False,  # a pool, a prefix, the configured spelling
+        "deepseek/v3": True,  # a pool member's own name is not an alias (nor served: the alias is)
+    }  # fmt: skip
+    assert b.served_names("cheap")[0] != turn  # asking whether names are kept took no turn
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 
+from ampbridge import AmpFallback, ProviderAlias
+from ampbridge.backends import LocalBackends
+from ampbridge.http_client import SharedClient
+from ampbridge.models import WireFormat
 from ampbridge.request_body import RequestBody
+from ampbridge.routes import Endpoint
+from ampbridge.settings import ProviderConfig
 from ampbridge.speculation import LEADING_BYTES, SPECULATE_ABOVE, Refuted, Speculation
 
 PIECE = 256 * 1024
@@ -36,7 +42,11 @@ class Client:
         if self.read >= len(self.pieces):
             await asyncio.Event().wait()  # a client that stays: no disconnect comes
         self.read += 1
-        return {"type": "http.request", "body": self.pieces[self.read - 1], "more_body": self.read < len(self.pieces)}
+        return {
+            "type": "http.request",
+            "body": self.pieces[self.read - 1],
+            "more_body": self.read < len(self.pieces),
+        }
 
 
 def speculation_of(body: bytes, client: Client) -> Speculation:
@@ -250,3 +260,91 @@ def test_the_checked_body_is_what_json_reads():
         assert models == ["m", "m"]
 
     asyncio.run(main())
+
+
+# --- which calls are sent on while they arrive ------------------------------------------------
+
+
+def local_backends(tmp_path) -> LocalBackends:
+    providers = [
+        {"name": "claude", "type": "anthropic", "base-url": "http://127.0.0.1:1", "models": [
+            "claude-plain", {"name": "claude-upstream-name", "alias": "claude-alias"}]},
+        {"name": "gpt", "type": "openai", "base-url": "http://127.0.0.1:1/v1", "models": ["gpt-plain"]},
+        {"name": "plan", "type": "chatgpt", "models": ["gpt-plan"]},
+    ]  # fmt: skip
+    configs = [ProviderConfig.model_validate(entry) for entry in providers]
+    return LocalBackends(configs, client=SharedClient(), max_body_size=64 << 20, chatgpt_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("model", "wire_format", "endpoint", "streamed"),
+    [
+        ("claude-plain", WireFormat.ANTHROPIC, Endpoint.MESSAGES, True),
+        ("claude-plain(high)", WireFormat.ANTHROPIC, Endpoint.MESSAGES, True),  # the bytes go as they are
+        ("gpt-plain", WireFormat.OPENAI, Endpoint.RESPONSES, True),
+        ("claude-alias", WireFormat.ANTHROPIC, Endpoint.MESSAGES, False),  # renamed in the body
+        ("gpt-plain", WireFormat.ANTHROPIC, Endpoint.MESSAGES, False),  # translated
+        ("gpt-plan", WireFormat.OPENAI, Endpoint.RESPONSES, False),  # a ChatGPT plan reads it whole
+        ("nobody-serves-it", WireFormat.ANTHROPIC, Endpoint.MESSAGES, False),
+    ],
+)
+def test_local_backends_stream_only_calls_sent_on_unchanged(tmp_path, model, wire_format, endpoint, streamed):
+    assert local_backends(tmp_path).streams_body(model, wire_format, endpoint) is streamed
+
+
+class FirstMessage:
+    """A local app that answers with what its first ``receive`` gave: how much, and whether more
+    was to come."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        first = await receive()
+        size, more = len(first["body"]), first["more_body"]
+        while first["more_body"]:
+            first = await receive()
+        answer = json.dumps({"first": size, "more": more}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
+
+
+class StreamingModels:
+    def serves(self, model: str, wire_format: WireFormat) -> bool:
+        return model == "m"
+
+    def streams_body(self, model: str, wire_format: WireFormat, endpoint: Endpoint) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("local_models", "streamed"), [(["m"], False), (StreamingModels(), True)])
+def test_the_local_app_gets_the_body_as_it_arrives_only_when_it_says_it_streams_it(local_models, streamed):
+    async def main() -> dict[str, Any]:
+        body = body_of(b'"model": "m"')
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/provider/anthropic/v1/messages",
+            "raw_path": b"/provider/anthropic/v1/messages",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")],
+        }
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        app = ProviderAlias(AmpFallback(FirstMessage(), local_models=local_models), prefix="/provider/")
+        await app(scope, Client(body), send)
+        assert sent[0]["status"] == 200
+        return json.loads(sent[1]["body"]) | {"size": len(body)}
+
+    answer = asyncio.run(main())
+    if streamed:
+        assert answer["more"] is True and answer["first"] < answer["size"]
+    else:
+        assert answer == {"first": answer["size"], "more": False, "size": answer["size"]}
