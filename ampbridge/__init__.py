@@ -11,7 +11,7 @@ from .fallback import AmpFallback
 from .gzip_unwrap import GzipUnwrap
 from .localhost import LocalhostOnly, is_loopback_peer
 from .mapping import RouteDecision
-from .models import LocalModels, WireFormat
+from .models import BodyStreamingModels, LocalModels, WireFormat
 from .provider_alias import ProviderAlias, ProviderCall
 from .settings import ConfigError, ModelMapping, ProviderConfig, Settings, load_settings
 from .trusted_hosts import TrustedHosts
@@ -21,6 +21,7 @@ __all__ = [
     "AmpApp",
     "AmpFallback",
     "AmpUpstream",
+    "BodyStreamingModels",
     "ClientKeyAuth",
     "ConfigError",
     "CrossSiteGate",
