@@ -2,9 +2,10 @@
 
 A backend speaks one wire format. Its models are configured (names, globs, and name/alias pairs)
 or discovered from its own model list, which ``LocalBackends`` refreshes. Clients ask for a model
-by its alias (optionally ``prefix/alias``); ``served_name`` is the name it is sent upstream under
-(pooled names in turn). ``speaks`` says which endpoints of its wire format it serves. Several
-keys are used in turn: each ``auth_for_call()`` (and each read of ``auth``) gives the next one.
+by its alias (optionally ``prefix/alias``); ``served_names`` are the names it is sent upstream
+under (a pool's names in turn, the next one first). ``speaks`` says which endpoints of its wire
+format it serves. Several keys are used in turn: each ``auth_for_call()`` (and each read of
+``auth``) gives the next one.
 """
 
 from __future__ import annotations
@@ -139,8 +140,9 @@ class Backend:
         return patterns is not None and patterns.matches(model)
 
     def served_names(self, model: str) -> list[str]:
-        """The names ``model`` may be sent upstream under, the one whose turn it is first (the
-        rest are for a retry on failure before any output)."""
+        """The names ``model`` (as a client asked for it, without a thinking suffix) may be sent
+        upstream under: its alias resolved (case-insensitively), or a pool's names, the one whose
+        turn it is first (the rest to fail over to). Each call takes the next turn."""
         model = self._unprefixed(model)
         pool = self._pool(model)
         if len(pool) <= 1:
@@ -156,11 +158,6 @@ class Backend:
     def _pool(self, model: str) -> list[str]:
         pool = [name for name in self.pools.get(model.lower(), [model]) if not self._excluded(name)]
         return pool or [model]
-
-    def served_name(self, model: str) -> str:
-        """The name ``model`` (as a client asked for it, without a thinking suffix) is sent to
-        this backend under: its alias resolved (case-insensitively), pooled names in turn."""
-        return self.served_names(model)[0]
 
     def model_names(self) -> list[str]:
         """The names clients may ask for (aliases, or names), without excluded ones; with a

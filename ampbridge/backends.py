@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 from starlette.responses import JSONResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from . import scope_keys
 from .backend import Backend
@@ -31,7 +31,7 @@ from .headers import header_value, scrub_request_headers, with_content_length
 from .http_client import SharedClient
 from .models import WireFormat, describe_model, split_thinking_suffix
 from .provider_alias import ProviderCall, route_path
-from .proxy import Exchange
+from .proxy import Exchange, ReplyBroken
 from .request_body import RequestBody, read_request_body
 from .rewrite import ResponseFixer, call_with_fixes
 from .routes import ApiRoute, CallKind, Endpoint, dialect_of, match_plain_path, with_path_model
@@ -266,14 +266,17 @@ class LocalBackends:
             await self._not_served(route, model, body, scope, receive, send)
             return
         base, suffix = split_thinking_suffix(model)
-        served = plan.backend.served_name(base)  # a pool's next name: taken once per call
+        # A pool's names, its next one first (the turn is taken once per call), the rest to fail
+        # over to; another backend's alias resolved; else the name as asked.
+        names = plan.backend.served_names(base)
+        served = names[0]
         renamed = served != base
         if body is None and (plan.translated or renamed):
             body = await read_request_body(scope, receive, send, self.max_body_size)
             if body is None:
                 return
         if plan.target is None:
-            sent = served + suffix if renamed else None
+            sent = [name + suffix for name in names] if renamed else []
             await self._pass_through(plan.backend, route, model, sent, body, scope, receive, send)
             return
         assert body is not None
@@ -307,39 +310,66 @@ class LocalBackends:
         backend: AnyBackend,
         route: ApiRoute,
         model: str,
-        served: str | None,
+        names: list[str],
         body: RequestBody | None,
         scope: Scope,
         receive: Receive,
         send: Send,
     ) -> None:
         """The call in its own dialect: bytes unchanged, unless the backend knows the model
-        under another name, ``served`` (then that name is sent, and the reply carries the
-        asked-for one)."""
+        under other ``names`` (an alias, or a pool's names in turn). Then the first name is
+        sent, and the reply carries the asked-for one; a reply that fails before any output
+        (``fails_over``) is dropped and the call sent again under the next name, as
+        CLIProxyAPI's pools do. The last name's reply is the client's, whatever it is."""
         relay = self._relay(backend, route.wire_format)
-        if served is None:
+        if not names:
             if body is not None:
                 receive = replay(body.take_bytes(), receive)
             await relay(scope, receive, send)
             return
-        assert body is not None
+        assert body is not None and route.wire_format is not None
+        fixer = ResponseFixer(wire_format=route.wire_format, requested_model=model, tool_names={})
+        data: bytes | None = None
+        for name, next_name in zip(names, [*names[1:], None], strict=True):
+            if data is not None:  # a retry: the same request under the next name
+                body = await RequestBody.of_bytes(data, lazy=False)
+            renamed_scope, data = self._renamed(route, body, name, scope)
+            del body
+            replayed = replay(data, receive)
+            attempt = _FailingOver(send) if next_name is not None else None
+            if attempt is None:
+                data = None  # the replay holds the only reference, and lets go once it is read
+            try:
+                await call_with_fixes(
+                    relay, renamed_scope, replayed, attempt or send, fixer, max_json_size=self.max_body_size
+                )
+            except ReplyBroken:
+                if attempt is None or attempt.failed is None:
+                    raise  # the client has part of this reply
+            if attempt is None or attempt.failed is None:
+                return
+            logger.warning(
+                "backend %s: %s answered %s; sending the call as %s",
+                backend.name,
+                describe_model(name),
+                attempt.failed,
+                describe_model(next_name),
+            )
+
+    @staticmethod
+    def _renamed(route: ApiRoute, body: RequestBody, name: str, scope: Scope) -> tuple[Scope, bytes]:
+        """The scope and body bytes of the call sent under ``name``; the body is released."""
         renamed_scope = dict(scope)
         if body.payload is not None and "model" in body.payload:
-            body.payload["model"] = served
+            body.payload["model"] = name
             data = body.take_rewritten()
             renamed_scope["headers"] = with_content_length(scope["headers"], len(data))
         else:
             data = body.take_bytes()
-        receive = replay(data, receive)
-        del data
         if route.path_model is not None:
             raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
-            renamed_scope["path"], renamed_scope["raw_path"] = with_path_model(
-                scope["path"], raw_path, served
-            )
-        assert route.wire_format is not None
-        fixer = ResponseFixer(wire_format=route.wire_format, requested_model=model, tool_names={})
-        await call_with_fixes(relay, renamed_scope, receive, send, fixer, max_json_size=self.max_body_size)
+            renamed_scope["path"], renamed_scope["raw_path"] = with_path_model(scope["path"], raw_path, name)
+        return renamed_scope, data
 
     async def _not_served(
         self,
@@ -408,6 +438,30 @@ class LocalBackends:
             await exchange.run(scope, receive, send)
 
         return to_backend
+
+
+def fails_over(status: int) -> bool:
+    """Whether a reply with ``status`` failed before any output, so that the call may go to a
+    pool's next name: a timeout, a rate limit, or a server error (ampbridge's own 502/504 for a
+    backend it cannot reach included). A 4xx about the request itself would fail anywhere."""
+    return status in (408, 429) or status >= 500
+
+
+class _FailingOver:
+    """``send`` for an attempt a pool's next name may repeat: a failed reply (``fails_over``) is
+    dropped whole, and ``failed`` keeps its status; any other reply passes."""
+
+    __slots__ = ("failed", "send")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.failed: int | None = None
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start" and fails_over(message["status"]):
+            self.failed = message["status"]
+        if self.failed is None:
+            await self.send(message)
 
 
 def estimate_tokens(body: bytes) -> int:

@@ -64,8 +64,8 @@ class ChatGPTProvider:
     def serves(self, model: str) -> bool:
         return self.app.serves(model)
 
-    def served_name(self, model: str) -> str:
-        return model
+    def served_names(self, model: str) -> list[str]:
+        return [model]
 
     def speaks(self, endpoint: Endpoint) -> bool:
         return endpoint is Endpoint.RESPONSES

@@ -196,7 +196,7 @@ def test_each_configured_model_reaches_its_backend_with_its_key(fresh: Served, c
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.model)
 def test_the_upstream_gets_the_name_and_the_client_the_alias(fresh: Served, case: Case) -> None:
-    """Needs the serving side to send ``Backend.served_name`` and restore the alias in replies."""
+    """Needs the serving side to send ``Backend.served_names`` and restore the alias in replies."""
     reply, (path, *_) = received_by(fresh, case)
     request = fresh.fakes[case.fake].requests[0]
     if case.kind == "gemini":

@@ -201,7 +201,7 @@ def test_a_plain_route_call_is_translated_too(backends, bridge):
 
 def test_the_backends_name_for_a_model_is_sent_and_the_asked_name_comes_back(backends, bridge, monkeypatch):
     monkeypatch.setattr(
-        Backend, "served_name", lambda self, model: model + "-q4" if model == "qwen3-coder" else model
+        Backend, "served_names", lambda self, model: [model + "-q4" if model == "qwen3-coder" else model]
     )
     ampbridge = bridge(provider_settings(backends, amp_upstream_url=""))
     same = httpx.post(
