@@ -13,7 +13,7 @@ which is cached and refreshed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -318,11 +318,12 @@ class LocalBackends:
     ) -> None:
         """The call in its own dialect: bytes unchanged, unless the backend knows the model
         under other ``names`` (an alias, or a pool's names in turn). Then the first name is
-        sent, and the reply carries the asked-for one; a reply that fails before any output
-        (``fails_over``) is dropped and the call sent again under the next name, as
-        CLIProxyAPI's pools do. The last name's reply is the client's, whatever it is."""
-        relay = self._relay(backend, route.wire_format)
+        sent, and the reply carries the asked-for one; a backend's reply that fails before any
+        output (``fails_over``) is dropped and the call sent again under the next name, as
+        CLIProxyAPI's pools do. ampbridge's own 502/504 is not: the request may have reached
+        the backend (a second call would be a second bill), and a pool's names share it."""
         if not names:
+            relay = self._relay(backend, route.wire_format)
             if body is not None:
                 receive = replay(body.take_bytes(), receive)
             await relay(scope, receive, send)
@@ -337,6 +338,7 @@ class LocalBackends:
             del body
             replayed = replay(data, receive)
             attempt = _FailingOver(send) if next_name is not None else None
+            relay = self._relay(backend, route.wire_format, own_failure=attempt.keep if attempt else None)
             if attempt is None:
                 data = None  # the replay holds the only reference, and lets go once it is read
             try:
@@ -405,8 +407,16 @@ class LocalBackends:
         answer = {"input_tokens": tokens} if wire_format is WireFormat.ANTHROPIC else {"totalTokens": tokens}
         await JSONResponse(answer)(scope, receive, send)
 
-    def _relay(self, backend: AnyBackend, wire_format: WireFormat | None) -> Relay:
-        """What sends a request on a standard path to ``backend`` and relays its reply."""
+    def _relay(
+        self,
+        backend: AnyBackend,
+        wire_format: WireFormat | None,
+        *,
+        own_failure: Callable[[], None] | None = None,
+    ) -> Relay:
+        """What sends a request on a standard path to ``backend`` and relays its reply.
+        ``own_failure`` is called before ampbridge answers 502/504 itself (the backend cannot be
+        reached, timed out, or broke off)."""
         if isinstance(backend, ChatGPTProvider):
 
             async def to_chatgpt(scope: Scope, receive: Receive, send: Send) -> None:
@@ -419,6 +429,8 @@ class LocalBackends:
             return to_chatgpt
 
         async def failed(scope: Scope, receive: Receive, send: Send, status: int) -> None:
+            if own_failure is not None:
+                own_failure()
             verb = "timed out" if status == 504 else "cannot be reached"
             message = f"Local backend {backend.name!r} {verb}"
             await send_vendor_error(send, wire_format, status, "backend_unreachable", message)
@@ -441,24 +453,29 @@ class LocalBackends:
 
 
 def fails_over(status: int) -> bool:
-    """Whether a reply with ``status`` failed before any output, so that the call may go to a
-    pool's next name: a timeout, a rate limit, or a server error (ampbridge's own 502/504 for a
-    backend it cannot reach included). A 4xx about the request itself would fail anywhere."""
+    """Whether a backend's reply with ``status`` failed before any output, so that the call may
+    go to a pool's next name: a timeout, a rate limit, or a server error. A 4xx about the request
+    itself would fail under any name."""
     return status in (408, 429) or status >= 500
 
 
 class _FailingOver:
-    """``send`` for an attempt a pool's next name may repeat: a failed reply (``fails_over``) is
-    dropped whole, and ``failed`` keeps its status; any other reply passes."""
+    """``send`` for an attempt a pool's next name may repeat: a backend's failed reply
+    (``fails_over``) is dropped whole, and ``failed`` keeps its status; any other reply, and one
+    ampbridge makes itself once ``keep`` was called, passes."""
 
-    __slots__ = ("failed", "send")
+    __slots__ = ("failed", "kept", "send")
 
     def __init__(self, send: Send) -> None:
         self.send = send
         self.failed: int | None = None
+        self.kept = False
+
+    def keep(self) -> None:
+        self.kept = True
 
     async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start" and fails_over(message["status"]):
+        if message["type"] == "http.response.start" and not self.kept and fails_over(message["status"]):
             self.failed = message["status"]
         if self.failed is None:
             await self.send(message)
