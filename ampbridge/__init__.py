@@ -14,6 +14,7 @@ from .mapping import RouteDecision
 from .models import BodyStreamingModels, LocalModels, WireFormat
 from .provider_alias import ProviderAlias, ProviderCall
 from .settings import ConfigError, ModelMapping, ProviderConfig, Settings, load_settings
+from .speculation import Refuted
 from .trusted_hosts import TrustedHosts
 from .upstream import AmpUpstream
 
@@ -32,6 +33,7 @@ __all__ = [
     "ProviderAlias",
     "ProviderCall",
     "ProviderConfig",
+    "Refuted",
     "RouteDecision",
     "Settings",
     "TrustedHosts",

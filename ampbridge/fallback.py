@@ -6,8 +6,10 @@ is still served locally, bytes unchanged), and decides LOCAL / MAPPED / AMP_CRED
 NO_PROVIDER. Upstream-bound requests are replayed byte for byte; local ones get the
 compatibility fixes of ``rewrite``. A large body is never parsed to be forwarded, and parsed for
 a local call only when its bytes do not prove that the fixes leave all but the model unchanged
-(the model is then renamed in place). One log line per call records the decision, the models,
-the status and the time taken.
+(the model is then renamed in place). A large body that starts with its model is instead sent
+on while it arrives, along that model's route, and routed again whole if its end names another
+(``speculation``). One log line per call records the decision, the models, the status and the
+time taken.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ from .models import (
     model_to_send,
 )
 from .provider_alias import ProviderCall, provider_call
+from .proxy import ReplyBroken
 from .request_body import RequestBody, answered_if_unread, read_request_body
 from .rewrite import (
     ResponseFixer,
+    RewritingSend,
     anthropic_request_may_change,
     call_with_fixes,
     requested_tool_names,
@@ -237,17 +241,25 @@ class AmpFallback:
         recorder = _StatusRecorder(send, logged=logged)
         started = time.perf_counter()
         watched = self._watched(call, scope, decision, model, model, recorder)
-        reply = speculation.gate(watched or recorder)
+        reply: Send = watched or recorder
         try:
             if decision is RouteDecision.AMP_CREDITS:
                 speculation.check = _keeps_model(model)
-                await self._forward(call, scope, speculation.receive, reply)
+                await self._forward(call, scope, speculation.receive, speculation.gate(reply))
             else:
                 await self._serve_locally_as_arriving(call, scope, speculation, model, reply)
             if not await speculation.settled():  # a next hop that returned without the whole body
                 return False
         except Refuted:
             return False
+        except ReplyBroken:
+            # The hop's reply broke off after a part that holds replies back (GzipUnwrap, the
+            # reply fixes) took its head, before the route was confirmed: nothing reached the
+            # client. It goes as the whole body says; a confirmed route's broken reply is the
+            # dispatcher's to answer.
+            if speculation.confirmed is None and not await speculation.settled():
+                return False
+            raise
         finally:
             if watched is not None and speculation.confirmed:
                 watched.finish()
@@ -272,9 +284,10 @@ class AmpFallback:
 
         speculation.check = unchanged
         local_scope = {**scope, "headers": local_headers(scope["headers"], None), scope_keys.MODEL: model}
-        await call_with_fixes(
-            self.app, local_scope, speculation.receive, send, fixer, max_json_size=self.max_body_size
-        )
+        # The gate sits before the fixes: by the reply's start they know the request's tools.
+        rewriting = RewritingSend(send, fixer, max_json_size=self.max_body_size)
+        await self.app(local_scope, speculation.receive, speculation.gate(rewriting))
+        await rewriting.finish()
 
     def _watched(
         self, call: ProviderCall, scope: Scope, decision: RouteDecision, model: str, resolved: str, send: Send

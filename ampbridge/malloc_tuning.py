@@ -15,7 +15,6 @@ host app's own process) nothing is changed.
 
 from __future__ import annotations
 
-import ctypes
 import sys
 
 # mallopt parameters, from glibc's <malloc.h>
@@ -29,7 +28,12 @@ def reuse_heap_for_bodies() -> bool:
     """Set glibc's thresholds for this process; False (nothing changed) without glibc."""
     if not sys.platform.startswith("linux"):
         return False
-    libc = ctypes.CDLL(None)  # the C library this process already runs on
+    try:
+        import ctypes  # a Python built without libffi has none: then nothing is tuned
+
+        libc = ctypes.CDLL(None)  # the C library this process already runs on
+    except (ImportError, OSError):
+        return False
     if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
         return False  # not glibc: its allocator has other rules
     mallopt = libc.mallopt

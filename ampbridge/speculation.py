@@ -27,12 +27,14 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import Message, Receive, Scope, Send
 
+from .headers import header_value
 from .model_scan import MAX_MODEL_BYTES
 from .proxy import body_piece, declared_length
 from .request_body import BodyBuffer, RequestBody
 
 SPECULATE_ABOVE = 1 << 20  # smaller bodies arrive too fast for an overlap to pay
 LEADING_BYTES = 8 * 1024  # the first member must be complete within this much
+REST_PIECE = 256 * 1024  # what is left once confirmed goes on in pieces of at most this size
 _LEADING_MODEL = re.compile(rb'[ \t\n\r]*\{[ \t\n\r]*"model"[ \t\n\r]*:[ \t\n\r]*("(?:[^"\\]++|\\.)*+")')
 
 # Whether the whole body keeps the route its first model named.
@@ -54,7 +56,7 @@ class Speculation:
         self._early: deque[bytes] = deque()  # read before the route was known, not handed on yet
         self._handed = 0  # bytes handed to the next hop
         self._ended = False  # the whole body has been read
-        self._rest: bytes | None = None  # what the next hop gets once the route is confirmed
+        self._whole: bytes | None = None  # the body, once confirmed, while the hop has not all of it
         self._refuted_body: RequestBody | None = None
         self._lock = asyncio.Lock()  # one reader of the client at a time
         self.check: RouteCheck | None = None
@@ -66,6 +68,8 @@ class Speculation:
         declared = declared_length(scope)
         if declared is None or not SPECULATE_ABOVE < declared <= limit:
             return None
+        if header_value(scope["headers"], b"transfer-encoding") is not None:
+            return None  # chunked: the body's end is not where its length says
         return cls(receive, declared, limit)
 
     async def leading_model(self) -> str | None:
@@ -110,9 +114,8 @@ class Speculation:
                     await self._settle()
         if not self.confirmed:
             raise Refuted
-        if self._rest is not None:
-            rest, self._rest = self._rest, None
-            return {"type": "http.request", "body": rest, "more_body": False}
+        if self._whole is not None:
+            return self._hand_rest(self._whole)
         return await self._client_receive()  # after the body: the client's disconnect
 
     def gate(self, send: Send) -> Send:
@@ -141,6 +144,18 @@ class Speculation:
         self._handed += len(chunk)
         return {"type": "http.request", "body": chunk, "more_body": True}
 
+    def _hand_rest(self, whole: bytes) -> Message:
+        """The next piece of what the hop has not had, once confirmed: at most ``REST_PIECE``
+        (a hop that answered early may stop reading: the rest is never copied whole)."""
+        start = self._handed
+        end = min(len(whole), start + REST_PIECE)
+        piece = whole if start == 0 and end == len(whole) else whole[start:end]
+        self._handed = end
+        more = end < len(whole)
+        if not more:
+            self._whole = None
+        return {"type": "http.request", "body": piece, "more_body": more}
+
     async def _read(self) -> bytes:
         chunk, more = await body_piece(self._client_receive, self._buffer.size, self._limit)
         self._buffer.add(chunk)
@@ -158,6 +173,5 @@ class Speculation:
             self.confirmed = False
             self._refuted_body = body
             raise Refuted
-        raw = body.take_bytes()
-        self._rest = raw[self._handed :] if self._handed else raw
+        self._whole = body.take_bytes()
         self.confirmed = True

@@ -348,3 +348,94 @@ def test_the_local_app_gets_the_body_as_it_arrives_only_when_it_says_it_streams_
         assert answer["more"] is True and answer["first"] < answer["size"]
     else:
         assert answer == {"first": answer["size"], "more": False, "size": answer["size"]}
+
+
+def test_a_chunked_request_is_not_speculated_whatever_its_length_says():
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("not read")
+
+    headers = [(b"content-length", b"%d" % (2 * SPECULATE_ABOVE)), (b"transfer-encoding", b"chunked")]
+    assert Speculation.of({"type": "http", "headers": headers}, receive, 64 << 20) is None
+
+
+def model_scope(body: bytes) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "method": "POST",
+        "path": "/provider/anthropic/v1/messages",
+        "raw_path": b"/provider/anthropic/v1/messages",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")],
+    }
+
+
+def test_a_reply_sent_before_the_body_ends_still_gets_the_tool_name_fix():
+    """The local app answers after the first piece; the body's ``tools``, at its end, still fix
+    the reply's tool name: the reply waits for the whole body before the fixes see it."""
+    reply = {"type": "message", "content": [{"type": "tool_use", "id": "t", "name": "read", "input": {}}]}
+
+    async def early_answer(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": json.dumps(reply).encode()})
+
+    async def main() -> list[dict[str, Any]]:
+        body = body_of(b'"model": "m"', tail=b', "tools": [{"name": "Read", "input_schema": {}}]')
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        app = ProviderAlias(AmpFallback(early_answer, local_models=StreamingModels()), prefix="/provider/")
+        await app(model_scope(body), Client(body), send)
+        return sent
+
+    sent = asyncio.run(main())
+    assert sent[0]["status"] == 200
+    assert json.loads(b"".join(m.get("body", b"") for m in sent[1:]))["content"][0]["name"] == "Read"
+
+
+def test_a_refuted_call_is_watched_once_as_the_route_it_took():
+    """The speculated attempt's watcher is dropped unfinished: one finished watch (the ledger
+    row and the metrics) per call, with the decision that served it."""
+    finished: list[tuple[str, str]] = []
+
+    def watch(call: Any, send: Any) -> Any:
+        class Watched:
+            async def __call__(self, message: Any) -> None:
+                await send(message)
+
+            def finish(self) -> None:
+                finished.append((str(call.decision), call.requested))
+
+        return Watched()
+
+    async def reading_app(scope: Any, receive: Any, send: Any) -> None:
+        more = True
+        while more:
+            more = (await receive())["more_body"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def main() -> int:
+        body = body_of(b'"model": "m"', tail=b', "model": "remote"')
+        statuses: list[int] = []
+
+        async def send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        fallback = AmpFallback(reading_app, local_models=StreamingModels(), upstream=reading_app, watch=watch)
+        await ProviderAlias(fallback, prefix="/provider/")(model_scope(body), Client(body), send)
+        assert statuses == [200]
+        return len(statuses)
+
+    asyncio.run(main())
+    assert finished == [("AMP_CREDITS", "remote")]
