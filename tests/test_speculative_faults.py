@@ -5,9 +5,7 @@ costs."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
-import threading
 import tracemalloc
 from collections.abc import Callable
 
@@ -17,7 +15,8 @@ from ampbridge import proxy as proxy_module
 from ampbridge.request_body import RequestBody
 from ampbridge.speculation import Speculation
 
-from .servers import RawServer, ServerThread
+from .loopback_proxy import LoopbackProxy
+from .servers import ServerThread, read_request_head
 from .test_speculative_forwarding import (
     EARLY_AT,
     LOCAL,
@@ -40,12 +39,9 @@ class BrokenEarlyHop(Hop):
     reply that breaks off after its head. ``answered_early`` is set once its side is closed."""
 
     def converse(self, connection: socket.socket, begun: list[Exchange]) -> None:
-        pending = b""
-        while b"\r\n\r\n" not in pending:
-            chunk = connection.recv(1 << 16)
-            if not chunk:
-                return
-            pending += chunk
+        pending = read_request_head(connection)
+        if b"\r\n\r\n" not in pending:
+            return
         head, _, pending = pending.partition(b"\r\n\r\n")
         exchange = Exchange(head, declared_length(head))
         self.exchanges.append(exchange)
@@ -101,41 +97,6 @@ def test_a_reply_breaking_off_on_an_unconfirmed_route_does_not_answer_the_client
 # --- through an outbound proxy (httpx's own transport, not the pool) --------------------------
 
 
-PROXIED: list[bytes] = []  # the request lines the proxy forwarded
-
-
-def forward_proxy(connection: socket.socket) -> None:
-    """A plain HTTP forward proxy: the absolute-form request goes to its origin, bytes are piped
-    both ways, and a side that closes closes the other (as squid does with an aborted upload)."""
-    pending = b""
-    while b"\r\n\r\n" not in pending:
-        chunk = connection.recv(1 << 16)
-        if not chunk:
-            return
-        pending += chunk
-    PROXIED.append(pending[: pending.index(b"\r\n")])
-    line, _, rest = pending.partition(b"\r\n")
-    method, target, version = line.split(b" ")
-    authority, _, path = target.removeprefix(b"http://").partition(b"/")
-    host, _, port = authority.decode().partition(":")
-    with socket.create_connection((host, int(port))) as origin:
-        origin.sendall(b"%s /%s %s\r\n%s" % (method, path, version, rest))
-
-        def pipe(source: socket.socket, sink: socket.socket) -> None:
-            try:
-                while data := source.recv(1 << 16):
-                    sink.sendall(data)
-            except OSError:
-                pass
-            with contextlib.suppress(OSError):
-                sink.shutdown(socket.SHUT_WR)
-
-        back = threading.Thread(target=pipe, args=(origin, connection), daemon=True)
-        back.start()
-        pipe(connection, origin)
-        back.join(10)
-
-
 def test_a_refuted_route_through_an_outbound_proxy_is_cut_short_and_routed_again(
     bridge: Callable[..., ServerThread], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -144,9 +105,8 @@ def test_a_refuted_route_through_an_outbound_proxy_is_cut_short_and_routed_again
     The exchange's disconnect watcher is started at once (it starts 50-100 ms into an exchange,
     which any real upload outlasts), so it is waiting when the body is refuted."""
     monkeypatch.setattr(proxy_module, "WATCH_AFTER", 0.0)
-    PROXIED.clear()
     with (
-        RawServer(forward_proxy) as proxy,
+        LoopbackProxy() as proxy,
         Hop("anthropic-backend") as local,
         Hop("amp-upstream") as upstream,
     ):
@@ -154,7 +114,7 @@ def test_a_refuted_route_through_an_outbound_proxy_is_cut_short_and_routed_again
         body = model_body(b'"model": "claude-opus-4-7"', tail=b', "model": "claude-remote-only"')
         response, in_time = post_held(ampbridge.url + MESSAGES, body, local.reached)
         assert in_time and local.exchanges, "not streamed"
-        assert len(PROXIED) == 2, PROXIED  # the speculated call and the one routed again
+        assert len(proxy.targets()) == 2, proxy.targets()  # the speculated call and the one routed again
         assert response.status_code == 200
         assert response.headers["x-served-by"] == "amp-upstream"
         assert_received_once(upstream, body)
