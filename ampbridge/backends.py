@@ -13,7 +13,7 @@ which is cached and refreshed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -288,14 +288,7 @@ class LocalBackends:
             return
         source = dialect_of(wire_format, route.endpoint)
         assert source is not None
-        call = TranslatedCall(
-            source=source,
-            target=plan.target,
-            requested_model=base,
-            sent_model=served + suffix,
-            stream=client_streams(source, payload, route.action),
-            gemini_sse=gemini_wants_sse(scope.get("query_string", b"")),
-        )
+        stream = client_streams(source, payload, route.action)
         logger.debug(
             "%s: %s call translated to %s for %s",
             describe_model(model),
@@ -303,7 +296,20 @@ class LocalBackends:
             plan.target,
             plan.backend.name,
         )
-        await run_translated(call, payload, scope, receive, send, self._relay(plan.backend, wire_format))
+
+        async def translated(name: str, relay: Relay, reply: Send) -> None:
+            assert payload is not None and plan.target is not None  # (for the type checker)
+            call = TranslatedCall(
+                source=source,
+                target=plan.target,
+                requested_model=base,
+                sent_model=name + suffix,
+                stream=stream,
+                gemini_sse=gemini_wants_sse(scope.get("query_string", b"")),
+            )
+            await run_translated(call, payload, scope, receive, reply, relay)  # payload is only read
+
+        await self._in_turn(plan.backend, wire_format, names, send, translated)
 
     async def _pass_through(
         self,
@@ -317,11 +323,9 @@ class LocalBackends:
         send: Send,
     ) -> None:
         """The call in its own dialect: bytes unchanged, unless the backend knows the model
-        under other ``names`` (an alias, or a pool's names in turn). Then the first name is
-        sent, and the reply carries the asked-for one; a backend's reply that fails before any
-        output (``fails_over``) is dropped and the call sent again under the next name, as
-        CLIProxyAPI's pools do. ampbridge's own 502/504 is not: the request may have reached
-        the backend (a second call would be a second bill), and a pool's names share it."""
+        under other ``names`` (an alias, or a pool's names in turn, see ``_in_turn``). Then the
+        model is renamed in the body (and a Gemini path), and the reply carries the asked-for
+        one."""
         if not names:
             relay = self._relay(backend, route.wire_format)
             if body is not None:
@@ -330,31 +334,54 @@ class LocalBackends:
             return
         assert body is not None and route.wire_format is not None
         fixer = ResponseFixer(wire_format=route.wire_format, requested_model=model, tool_names={})
-        data: bytes | None = None
-        for name, next_name in zip(names, [*names[1:], None], strict=True):
-            if data is not None:  # a retry: the same request under the next name
-                body = await RequestBody.of_bytes(data, lazy=False)
+        unsent: list[RequestBody] = [body]  # the call as asked, until its first attempt takes it
+        del body
+        last_sent: list[bytes] = []  # what the previous attempt sent, when a name may follow
+
+        async def renamed(name: str, relay: Relay, reply: Send) -> None:
+            # A retry sends the previous attempt's bytes again, under the next name.
+            body = unsent.pop() if unsent else await RequestBody.of_bytes(last_sent.pop(), lazy=False)
             renamed_scope, data = self._renamed(route, body, name, scope)
             del body
+            if name != names[-1]:
+                last_sent.append(data)
             replayed = replay(data, receive)
-            attempt = _FailingOver(send) if next_name is not None else None
-            relay = self._relay(backend, route.wire_format, own_failure=attempt.keep if attempt else None)
-            if attempt is None:
-                data = None  # the replay holds the only reference, and lets go once it is read
+            del data  # the replay (and a retry) hold it, and let go once it is read
+            await call_with_fixes(
+                relay, renamed_scope, replayed, reply, fixer, max_json_size=self.max_body_size
+            )
+
+        await self._in_turn(backend, route.wire_format, names, send, renamed)
+
+    async def _in_turn(
+        self,
+        backend: AnyBackend,
+        wire_format: WireFormat | None,
+        names: list[str],
+        send: Send,
+        attempt: Callable[[str, Relay, Send], Awaitable[None]],
+    ) -> None:
+        """``attempt(name, relay, reply)`` under each of ``names`` in turn, until the backend's
+        reply to one does not fail before any output (``fails_over``): a failed reply is dropped
+        and the call sent again under the next name, as CLIProxyAPI's pools do. The last name's
+        reply is the client's, whatever it is. ampbridge's own 502/504 ends the turn: the
+        request may have reached the backend (a second call would be a second bill), and a
+        pool's names share it."""
+        for name, next_name in zip(names, [*names[1:], None], strict=True):
+            guard = _FailingOver(send) if next_name is not None else None
+            relay = self._relay(backend, wire_format, own_failure=guard.keep if guard else None)
             try:
-                await call_with_fixes(
-                    relay, renamed_scope, replayed, attempt or send, fixer, max_json_size=self.max_body_size
-                )
+                await attempt(name, relay, guard or send)
             except ReplyBroken:
-                if attempt is None or attempt.failed is None:
+                if guard is None or guard.failed is None:
                     raise  # the client has part of this reply
-            if attempt is None or attempt.failed is None:
+            if guard is None or guard.failed is None:
                 return
             logger.warning(
                 "backend %s: %s answered %s; sending the call as %s",
                 backend.name,
                 describe_model(name),
-                attempt.failed,
+                guard.failed,
                 describe_model(next_name),
             )
 

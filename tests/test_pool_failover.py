@@ -33,7 +33,9 @@ def backend() -> Iterator[RecordingServer]:
         if status is None:
             await answer(scope, receive, send, recorded)
         else:
-            await respond(send, status, json.dumps({"error": {"message": f"{status} from upstream"}}).encode())
+            await respond(
+                send, status, json.dumps({"error": {"message": f"{status} from upstream"}}).encode()
+            )
 
     server.route(lambda method, path: path.endswith("/chat/completions"), chat)
     with ServerThread(server) as thread:
@@ -126,4 +128,37 @@ def test_ampbridges_own_502_for_an_unreachable_backend_is_not_sent_again(bridge,
     assert response.status_code == 502
     assert "cannot be reached" in response.text
     assert [r for r in caplog.records if "sending the call as" in r.getMessage()] == []
-    assert len([r for r in caplog.records if r.name == "ampbridge.proxy" and "cannot reach" in r.getMessage()]) == 1
+    assert (
+        len([r for r in caplog.records if r.name == "ampbridge.proxy" and "cannot reach" in r.getMessage()])
+        == 1
+    )
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_translated_call_fails_over_with_the_same_request_under_the_next_name(backend, bridge, streamed):
+    """An Anthropic call for a pool on a Chat Completions backend: the translated request goes
+    again, identical but for the model, and the client gets its own format back."""
+    ampbridge = bridge(pooled(backend))
+    assert call(ampbridge.url).status_code == 200  # learn whose turn it is
+    turn = POOL.index(sent(backend)[0])
+    failing, next_name = POOL[(turn + 1) % 3], POOL[(turn + 2) % 3]
+    backend.failing[failing] = 503
+    response = httpx.post(
+        ampbridge.url + "/api/provider/anthropic/v1/messages",
+        json={
+            "model": "pooled-coder",
+            "max_tokens": 16,
+            "stream": streamed,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+        headers={"anthropic-version": "2023-06-01"},
+        timeout=20,
+    )
+    assert response.status_code == 200
+    if streamed:
+        assert response.text.startswith("event: message_start")
+    else:
+        assert response.json()["type"] == "message" and response.json()["model"] == "pooled-coder"
+    first, second = [r.json() for r in backend.requests if r.path.endswith("/chat/completions")][1:]
+    assert (first.pop("model"), second.pop("model")) == (failing, next_name)
+    assert first == second
