@@ -522,22 +522,23 @@ def test_a_body_not_opening_with_its_model_is_routed_whole(ampbridge, local, ups
 
 
 @pytest.mark.parametrize(
-    ("opening", "served_by"),
+    ("opening", "served_by", "cut_short"),
     [
-        (b'\n\t"model" :\t"claude-opus-4-7"  ', "anthropic-backend"),
-        (b'"model":"claude\\u002dopus-4-7"', "anthropic-backend"),  # the same model, escaped
-        (b'"model" : "claude-remote-\\u006fnly"', "amp-upstream"),
-        (b'"model":"claude-opus-4-7","model" : "claude-remote-only"', "amp-upstream"),
+        (b'\n\t"model" :\t"claude-opus-4-7"  ', "anthropic-backend", 0),
+        (b'"model":"claude\\u002dopus-4-7"', "anthropic-backend", 0),  # the same model, escaped
+        (b'"model" : "claude-remote-\\u006fnly"', "amp-upstream", 0),
+        (b'"model":"claude-opus-4-7","model" : "claude-remote-only"', "amp-upstream", 1),  # refuted
     ],
 )
-def test_odd_but_valid_json_arrives_byte_for_byte(ampbridge, local, upstream, opening, served_by):
+def test_odd_but_valid_json_arrives_byte_for_byte(ampbridge, local, upstream, opening, served_by, cut_short):
     body = model_body(opening, tail=', "note": "naïve \\u00e9 \\n \\"end\\""  '.encode())
     response = httpx.post(ampbridge.url + MESSAGES, content=body, timeout=WAIT)
     assert response.status_code == 200
     assert response.headers["x-served-by"] == served_by
     served, other = (local, upstream) if served_by == local.name else (upstream, local)
     assert_received_once(served, body)
-    assert other.complete() == []
+    assert len(served.exchanges) == 1
+    assert len(other.exchanges) == cut_short and other.complete() == []
     assert_cut_short(other)
 
 
