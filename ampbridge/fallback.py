@@ -239,15 +239,34 @@ class AmpFallback:
         unchanged. False when the whole body refuted the route: nothing reached the client."""
         logged = logger.isEnabledFor(logging.INFO)
         recorder = _StatusRecorder(send, logged=logged)
-        started = time.perf_counter()
-        watched = self._watched(call, scope, decision, model, model, recorder)
-        reply: Send = watched or recorder
+        started = 0.0
+        watched: WatchedSend | None = None
+        fixer: ResponseFixer | None = None
+        if decision is RouteDecision.AMP_CREDITS:
+            keeps_route = _keeps_model(model)
+        else:
+            fixer = ResponseFixer(wire_format=call.wire_format, requested_model=None, tool_names={})
+            keeps_route = _unchanged_locally(call.wire_format, model, fixer)
+
+        async def confirmed(body: RequestBody) -> bool:
+            nonlocal started, watched
+            if not await keeps_route(body):
+                return False
+            # The call starts now, as another starts once its body is read: its time taken,
+            # latency and time to first byte leave out the upload.
+            started = time.perf_counter()
+            watched = self._watched(call, scope, decision, model, model, recorder)
+            return True
+
+        async def reply(message: Message) -> None:
+            await (watched or recorder)(message)
+
+        speculation.check = confirmed
         try:
-            if decision is RouteDecision.AMP_CREDITS:
-                speculation.check = _keeps_model(model)
+            if fixer is None:
                 await self._forward(call, scope, speculation.receive, speculation.gate(reply))
             else:
-                await self._serve_locally_as_arriving(call, scope, speculation, model, reply)
+                await self._serve_locally_as_arriving(call, scope, speculation, model, fixer, reply)
             if not await speculation.settled():  # a next hop that returned without the whole body
                 return False
         except Refuted:
@@ -261,28 +280,22 @@ class AmpFallback:
                 return False
             raise
         finally:
-            if watched is not None and speculation.confirmed:
+            if watched is not None:  # made once the route was confirmed
                 watched.finish()
         if logged:
             _log_decision(decision, call, model, model, recorder, started, scope)
         return True
 
     async def _serve_locally_as_arriving(
-        self, call: ProviderCall, scope: Scope, speculation: Speculation, model: str, send: Send
+        self,
+        call: ProviderCall,
+        scope: Scope,
+        speculation: Speculation,
+        model: str,
+        fixer: ResponseFixer,
+        send: Send,
     ) -> None:
-        """The local app gets the body as it arrives, when no fix changes it: the model is
-        served as asked, and the whole body must show that sanitizing changes nothing."""
-        fixer = ResponseFixer(wire_format=call.wire_format, requested_model=None, tool_names={})
-        sanitized = call.wire_format is WireFormat.ANTHROPIC
-        keeps_model = _keeps_model(model)
-
-        async def unchanged(body: RequestBody) -> bool:
-            if not await keeps_model(body) or not _fixable_in_place(body, sanitized=sanitized, renamed=False):
-                return False
-            fixer.add_tool_names(requested_tool_names({"tools": await body.member("tools")}))
-            return True
-
-        speculation.check = unchanged
+        """The local app gets the body as it arrives, the model served as asked."""
         local_scope = {**scope, "headers": local_headers(scope["headers"], None), scope_keys.MODEL: model}
         # The gate sits before the fixes: by the reply's start they know the request's tools.
         rewriting = RewritingSend(send, fixer, max_json_size=self.max_body_size)
@@ -362,6 +375,21 @@ def _keeps_model(model: str) -> RouteCheck:
         return scanned.is_object and scanned.model == model
 
     return keeps
+
+
+def _unchanged_locally(wire_format: WireFormat, model: str, fixer: ResponseFixer) -> RouteCheck:
+    """A check that a local call's whole body keeps ``model`` and needs no fix that would change
+    a byte (sanitizing, for Anthropic); it tells ``fixer`` the request's tools."""
+    sanitized = wire_format is WireFormat.ANTHROPIC
+    keeps_model = _keeps_model(model)
+
+    async def unchanged(body: RequestBody) -> bool:
+        if not await keeps_model(body) or not _fixable_in_place(body, sanitized=sanitized, renamed=False):
+            return False
+        fixer.add_tool_names(requested_tool_names({"tools": await body.member("tools")}))
+        return True
+
+    return unchanged
 
 
 def _fixable_in_place(body: RequestBody, *, sanitized: bool, renamed: bool) -> bool:

@@ -439,3 +439,43 @@ def test_a_refuted_call_is_watched_once_as_the_route_it_took():
 
     asyncio.run(main())
     assert finished == [("AMP_CREDITS", "remote")]
+
+
+def test_a_speculated_calls_watch_starts_once_the_whole_body_has_arrived():
+    """As for a call whose body is read first, the watch (latency, time to first byte) and the
+    routing line's clock start once the body is in: the upload is not counted."""
+    pieces_read_at_watch: list[int] = []
+    client: Client
+
+    def watch(call: Any, send: Any) -> Any:
+        pieces_read_at_watch.append(client.read)
+
+        class Watched:
+            async def __call__(self, message: Any) -> None:
+                await send(message)
+
+            def finish(self) -> None:
+                pass
+
+        return Watched()
+
+    async def streaming_app(scope: Any, receive: Any, send: Any) -> None:
+        more = True
+        while more:
+            more = (await receive())["more_body"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def main() -> None:
+        nonlocal client
+        body = body_of(b'"model": "m"')
+        client = Client(body)
+
+        async def send(message: Any) -> None:
+            pass
+
+        fallback = AmpFallback(streaming_app, local_models=StreamingModels(), watch=watch)
+        await ProviderAlias(fallback, prefix="/provider/")(model_scope(body), client, send)
+
+    asyncio.run(main())
+    assert pieces_read_at_watch == [len(client.pieces)]
