@@ -289,6 +289,7 @@ class LocalBackends:
         source = dialect_of(wire_format, route.endpoint)
         assert source is not None
         stream = client_streams(source, payload, route.action)
+        gemini_sse = gemini_wants_sse(scope.get("query_string", b""))
         logger.debug(
             "%s: %s call translated to %s for %s",
             describe_model(model),
@@ -305,7 +306,7 @@ class LocalBackends:
                 requested_model=base,
                 sent_model=name + suffix,
                 stream=stream,
-                gemini_sse=gemini_wants_sse(scope.get("query_string", b"")),
+                gemini_sse=gemini_sse,
             )
             await run_translated(call, payload, scope, receive, reply, relay)  # payload is only read
 
@@ -334,17 +335,19 @@ class LocalBackends:
             return
         assert body is not None and route.wire_format is not None
         fixer = ResponseFixer(wire_format=route.wire_format, requested_model=model, tool_names={})
-        unsent: list[RequestBody] = [body]  # the call as asked, until its first attempt takes it
+        unsent: RequestBody | None = body  # the call as asked, until its first attempt takes it
         del body
-        last_sent: list[bytes] = []  # what the previous attempt sent, when a name may follow
+        sent_before: bytes | None = None  # what the previous attempt sent, when a name may follow
 
         async def renamed(name: str, relay: Relay, reply: Send) -> None:
+            nonlocal unsent, sent_before
             # A retry sends the previous attempt's bytes again, under the next name.
-            body = unsent.pop() if unsent else await RequestBody.of_bytes(last_sent.pop(), lazy=False)
-            renamed_scope, data = self._renamed(route, body, name, scope)
-            del body
-            if name != names[-1]:
-                last_sent.append(data)
+            if unsent is None:
+                assert sent_before is not None
+                unsent = await RequestBody.of_bytes(sent_before, lazy=False)
+            renamed_scope, data = self._renamed(route, unsent, name, scope)
+            unsent = None
+            sent_before = data if name != names[-1] else None
             replayed = replay(data, receive)
             del data  # the replay (and a retry) hold it, and let go once it is read
             await call_with_fixes(

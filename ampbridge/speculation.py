@@ -95,10 +95,7 @@ class Speculation:
         if self._refuted_body is not None:
             body, self._refuted_body = self._refuted_body, None
             return body
-        while not self._ended:
-            await self._read()
-        self._early.clear()
-        return await RequestBody.of_bytes(self._buffer.take(), lazy=True)
+        return await self._read_whole()
 
     async def receive(self) -> Message:
         """The next hop's ``receive``: the body piece by piece, its end once confirmed."""
@@ -163,11 +160,14 @@ class Speculation:
             self._ended = True  # a piece completing the declared length is never handed on early
         return chunk
 
-    async def _settle(self) -> None:
+    async def _read_whole(self) -> RequestBody:
         while not self._ended:
             await self._read()
-        self._early.clear()  # now part of the rest
-        body = await RequestBody.of_bytes(self._buffer.take(), lazy=True)
+        self._early.clear()  # in the buffer too: what the hop has not had is handed from there
+        return await RequestBody.of_bytes(self._buffer.take(), lazy=True)
+
+    async def _settle(self) -> None:
+        body = await self._read_whole()
         assert self.check is not None, "the route's check is set before the next hop runs"
         if not await self.check(body):
             self.confirmed = False
