@@ -292,6 +292,18 @@ def test_local_backends_stream_only_calls_sent_on_unchanged(tmp_path, model, wir
     assert local_backends(tmp_path).streams_body(model, wire_format, endpoint) is streamed
 
 
+def model_scope(body: bytes) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "method": "POST",
+        "path": "/provider/anthropic/v1/messages",
+        "raw_path": b"/provider/anthropic/v1/messages",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")],
+    }
+
+
 class FirstMessage:
     """A local app that answers with what its first ``receive`` gave: how much, and whether more
     was to come."""
@@ -320,26 +332,37 @@ class StreamingModels:
         return True
 
 
+class Watched:
+    """A call watcher's ``send``: passes the reply on, ``finished`` when the call ends."""
+
+    def __init__(self, send: Any, finished: Any) -> None:
+        self.send = send
+        self.finish = finished
+
+    async def __call__(self, message: Any) -> None:
+        await self.send(message)
+
+
+async def read_then_answer(scope: Any, receive: Any, send: Any) -> None:
+    """A next hop that reads the whole body, then answers 200 ``{}``."""
+    more = True
+    while more:
+        more = (await receive())["more_body"]
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
 @pytest.mark.parametrize(("local_models", "streamed"), [(["m"], False), (StreamingModels(), True)])
 def test_the_local_app_gets_the_body_as_it_arrives_only_when_it_says_it_streams_it(local_models, streamed):
     async def main() -> dict[str, Any]:
         body = body_of(b'"model": "m"')
-        scope = {
-            "type": "http",
-            "method": "POST",
-            "path": "/provider/anthropic/v1/messages",
-            "raw_path": b"/provider/anthropic/v1/messages",
-            "root_path": "",
-            "query_string": b"",
-            "headers": [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")],
-        }
         sent: list[dict[str, Any]] = []
 
         async def send(message: Any) -> None:
             sent.append(message)
 
         app = ProviderAlias(AmpFallback(FirstMessage(), local_models=local_models), prefix="/provider/")
-        await app(scope, Client(body), send)
+        await app(model_scope(body), Client(body), send)
         assert sent[0]["status"] == 200
         return json.loads(sent[1]["body"]) | {"size": len(body)}
 
@@ -356,18 +379,6 @@ def test_a_chunked_request_is_not_speculated_whatever_its_length_says():
 
     headers = [(b"content-length", b"%d" % (2 * SPECULATE_ABOVE)), (b"transfer-encoding", b"chunked")]
     assert Speculation.of({"type": "http", "headers": headers}, receive, 64 << 20) is None
-
-
-def model_scope(body: bytes) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "method": "POST",
-        "path": "/provider/anthropic/v1/messages",
-        "raw_path": b"/provider/anthropic/v1/messages",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")],
-    }
 
 
 def test_a_reply_sent_before_the_body_ends_still_gets_the_tool_name_fix():
@@ -407,22 +418,8 @@ def test_a_refuted_call_is_watched_once_as_the_route_it_took():
     row and the metrics) per call, with the decision that served it."""
     finished: list[tuple[str, str]] = []
 
-    def watch(call: Any, send: Any) -> Any:
-        class Watched:
-            async def __call__(self, message: Any) -> None:
-                await send(message)
-
-            def finish(self) -> None:
-                finished.append((str(call.decision), call.requested))
-
-        return Watched()
-
-    async def reading_app(scope: Any, receive: Any, send: Any) -> None:
-        more = True
-        while more:
-            more = (await receive())["more_body"]
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"{}"})
+    def watch(call: Any, send: Any) -> Watched:
+        return Watched(send, lambda: finished.append((str(call.decision), call.requested)))
 
     async def main() -> int:
         body = body_of(b'"model": "m"', tail=b', "model": "remote"')
@@ -432,7 +429,9 @@ def test_a_refuted_call_is_watched_once_as_the_route_it_took():
             if message["type"] == "http.response.start":
                 statuses.append(message["status"])
 
-        fallback = AmpFallback(reading_app, local_models=StreamingModels(), upstream=reading_app, watch=watch)
+        fallback = AmpFallback(
+            read_then_answer, local_models=StreamingModels(), upstream=read_then_answer, watch=watch
+        )
         await ProviderAlias(fallback, prefix="/provider/")(model_scope(body), Client(body), send)
         assert statuses == [200]
         return len(statuses)
@@ -447,24 +446,9 @@ def test_a_speculated_calls_watch_starts_once_the_whole_body_has_arrived():
     pieces_read_at_watch: list[int] = []
     client: Client
 
-    def watch(call: Any, send: Any) -> Any:
+    def watch(call: Any, send: Any) -> Watched:
         pieces_read_at_watch.append(client.read)
-
-        class Watched:
-            async def __call__(self, message: Any) -> None:
-                await send(message)
-
-            def finish(self) -> None:
-                pass
-
-        return Watched()
-
-    async def streaming_app(scope: Any, receive: Any, send: Any) -> None:
-        more = True
-        while more:
-            more = (await receive())["more_body"]
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"{}"})
+        return Watched(send, lambda: None)
 
     async def main() -> None:
         nonlocal client
@@ -474,7 +458,7 @@ def test_a_speculated_calls_watch_starts_once_the_whole_body_has_arrived():
         async def send(message: Any) -> None:
             pass
 
-        fallback = AmpFallback(streaming_app, local_models=StreamingModels(), watch=watch)
+        fallback = AmpFallback(read_then_answer, local_models=StreamingModels(), watch=watch)
         await ProviderAlias(fallback, prefix="/provider/")(model_scope(body), client, send)
 
     asyncio.run(main())
